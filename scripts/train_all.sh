@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Train the whole embedded cascade into RUN (default runs/main), one stage after another.
+# Usage: scripts/train_all.sh [RUN] [BASE_MINUTES] [SR1_MINUTES] [SR2_MINUTES]
+# Re-running resumes every stage from its last checkpoint and trains it for the given minutes more.
+set -euo pipefail
+RUN=${1:-runs/main}
+BASE_MIN=${2:-60}
+SR1_MIN=${3:-10}
+SR2_MIN=${4:-10}
+THREADS=${THREADS:-2}  # use 1 while the machine does other work: 2 threads on a busy 2-core box crawl
+unitune-nb --threads "$THREADS" train --stage sr1 --out "$RUN" --minutes "$SR1_MIN" --resume
+unitune-nb --threads "$THREADS" train --stage sr2 --out "$RUN" --minutes "$SR2_MIN" --resume
+unitune-nb --threads "$THREADS" train --stage base --out "$RUN" --minutes "$BASE_MIN" --resume

@@ -1,0 +1,24 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from unitune_nb.text import TextEncoder
+
+    return TextEncoder()
+
+
+@pytest.fixture(scope="session")
+def cascade(text_encoder):
+    """The shipped embedded cascade."""
+    from unitune_nb.cascade import Cascade
+
+    return Cascade.from_pretrained(text_encoder=text_encoder)

@@ -1,0 +1,274 @@
+"""The embedded mini-Imagen: a frozen text encoder and a cascade of three pixel diffusion U-Nets.
+
+Imagen (and so UniTune, Sec. 3) generates with a cascade: a *base* stage draws a small image from
+text, then super-resolution stages (*sr1*, *sr2*) upsample it, each conditioned on the text and on
+the noise-augmented, upsampled output of the stage before.  Ours is the same at toy scale:
+
+========  ===========  ======================================================================
+stage     size         conditioning
+========  ===========  ======================================================================
+base      32 x 32      text (cross-attention at 8x8 / 4x4 + pooled vector)
+sr1       32 -> 64     text (cross-attention at the lowest level) + low-res image + aug. level
+sr2       64 -> 128    same as sr1, smaller and trained on crops
+========  ===========  ======================================================================
+
+All three are diffusers :class:`~diffusers.UNet2DConditionModel` s, trained with v-prediction on a
+cosine schedule (:class:`~diffusers.DDPMScheduler`) and sampled with :class:`~diffusers.DDIMScheduler`.
+A weights folder holds ``unitune_nb.json`` (format and sampling defaults), ``scheduler/`` and one
+diffusers folder per stage, each loadable by ``UNet2DConditionModel.from_pretrained(path, subfolder=stage)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from PIL import Image
+
+from .images import strip, to_pil
+from .sample import Step, sample
+from .text import EMBED_DIM, TextEmbedding, TextEncoder
+
+STAGES = ("base", "sr1", "sr2")
+SIZE = {"base": 32, "sr1": 64, "sr2": 128}
+FORMAT = "unitune_nb-embedded-cascade"
+FORMAT_VERSION = 1
+MAX_PROMPT_CHARS = 500
+
+#: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level).
+DEFAULTS = {
+    "base": {"guidance_scale": 2.0, "steps": 25},
+    "sr1": {"guidance_scale": 1.0, "steps": 12, "noise_level": 100},
+    "sr2": {"guidance_scale": 1.0, "steps": 8, "noise_level": 100},
+}
+
+
+def default_weights() -> Path:
+    """The folder of the weights shipped inside the package."""
+    return Path(__file__).parent / "weights" / "embedded"
+
+
+def unet_config(stage: str) -> dict:
+    """The architecture of one stage (small, CPU-friendly; attention only at low resolution)."""
+    check_stage(stage)
+    common = dict(out_channels=3, layers_per_block=1, cross_attention_dim=EMBED_DIM, attention_head_dim=4,
+                  mid_block_type="UNetMidBlock2DCrossAttn")
+    if stage == "base":
+        return dict(common, sample_size=32, in_channels=3, block_out_channels=(32, 64, 128, 160),
+                    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+                    class_embed_type="projection", projection_class_embeddings_input_dim=EMBED_DIM)
+    if stage == "sr1":
+        return dict(common, sample_size=64, in_channels=6, block_out_channels=(32, 64, 96),
+                    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+                    class_embed_type="timestep")
+    return dict(common, sample_size=128, in_channels=6, block_out_channels=(16, 32, 64, 96), norm_num_groups=16,
+                down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+                class_embed_type="timestep")
+
+
+def make_unet(stage: str, seed: int = 0) -> UNet2DConditionModel:
+    """A freshly initialised U-Net for ``stage``."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**unet_config(stage))
+
+
+def train_scheduler() -> DDPMScheduler:
+    """The training noise schedule: 1000-step cosine, v-prediction."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="v_prediction", clip_sample=False)
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
+    return stage
+
+
+@dataclass
+class CascadeOutput:
+    """What :meth:`Cascade.generate` returns: one PIL image per stage run, and optional trajectories."""
+
+    prompt: str
+    images: dict[str, Image.Image]
+    intermediates: dict[str, list[Step]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image(self) -> Image.Image:
+        """The final (highest-resolution) image."""
+        return list(self.images.values())[-1]
+
+    def strip(self, size: int = 128) -> Image.Image:
+        """All stages side by side at ``size`` px (nearest-neighbour, so low-res pixels show)."""
+        return strip(list(self.images.values()), size)
+
+
+class Cascade:
+    """A text encoder plus the U-Nets of the stages present, and one sampling scheduler.
+
+    Load the shipped model with ``Cascade.from_pretrained()``; a training run folder loads the same
+    way.  ``generate`` runs the stages in order.
+    """
+
+    def __init__(self, unets: dict[str, UNet2DConditionModel], text_encoder: TextEncoder | None = None,
+                 scheduler: DDIMScheduler | None = None, defaults: dict | None = None):
+        if not unets:
+            raise ValueError("a cascade needs at least one stage")
+        for s in unets:
+            check_stage(s)
+        present = [s for s in STAGES if s in unets]
+        if present != list(STAGES[: len(present)]):
+            raise ValueError(f"stages must start at 'base' with none skipped; got {present}")
+        self.unets = {s: unets[s].eval() for s in present}
+        for u in self.unets.values():
+            u.requires_grad_(False)
+        self.text_encoder = text_encoder or TextEncoder()
+        self.scheduler = scheduler or DDIMScheduler.from_config(train_scheduler().config, timestep_spacing="trailing",
+                                                                clip_sample=True, set_alpha_to_one=False)
+        self.defaults = {s: dict(DEFAULTS[s], **(defaults or {}).get(s, {})) for s in STAGES}
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(self.unets)
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, stages: Sequence[str] | None = None,
+                        text_encoder: TextEncoder | None = None) -> "Cascade":
+        """Load a cascade folder (default: the weights shipped in the package)."""
+        path = Path(path) if path is not None else default_weights()
+        meta_file = path / "unitune_nb.json"
+        if not meta_file.is_file():
+            hint = ("The shipped weights are missing from this install; reinstall unitune_nb "
+                    "(`pip install -e .` in a full checkout)." if path == default_weights() else
+                    "Pass a folder written by `Cascade.save_pretrained` or `unitune-nb train --out`.")
+            raise FileNotFoundError(f"{meta_file} not found: {path} is not a unitune_nb cascade folder. {hint}")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} holds weights of format {meta.get('format')!r} version {meta.get('format_version')!r}, "
+                f"but this unitune_nb reads {FORMAT!r} version {FORMAT_VERSION}. Use the unitune_nb version "
+                "that wrote them, or retrain with `unitune-nb train`.")
+        available = [s for s in STAGES if (path / s / "config.json").is_file()]
+        wanted = list(stages) if stages is not None else available
+        for s in wanted:
+            check_stage(s)
+            if s not in available:
+                raise FileNotFoundError(f"stage {s!r} has no weights in {path} (found: {available or 'none'}). "
+                                        f"Train it with `unitune-nb train --stage {s} --out {path}`.")
+        unets = {}
+        for s in wanted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                unets[s] = UNet2DConditionModel.from_pretrained(path, subfolder=s, torch_dtype=torch.float32)
+        sched = None
+        if (path / "scheduler" / "scheduler_config.json").is_file():
+            sched = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
+        return cls(unets, text_encoder=text_encoder, scheduler=sched, defaults=meta.get("defaults"))
+
+    def save_pretrained(self, path: str | os.PathLike, fp16: bool = True) -> None:
+        """Write the cascade (fp16 safetensors by default) in the layout ``from_pretrained`` reads."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for s, u in self.unets.items():
+            src = u
+            if fp16:
+                src = UNet2DConditionModel.from_config(u.config).to(torch.float16)
+                src.load_state_dict({k: v.half() for k, v in u.state_dict().items()})
+            src.save_pretrained(path / s, safe_serialization=True)
+        self.scheduler.save_pretrained(path / "scheduler")
+        write_meta(path, self.defaults)
+
+    # ------------------------------------------------------------------ generation
+    def encode(self, prompts: str | Sequence[str]) -> TextEmbedding:
+        return self.text_encoder(prompts)
+
+    def check_prompt(self, prompt: str) -> str:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; describe the image, e.g. 'a red house on snow at night'")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt is {len(prompt)} characters long; keep it under {MAX_PROMPT_CHARS} "
+                             f"(only the first {self.text_encoder.max_tokens} tokens are read anyway)")
+        return prompt
+
+    def generate(self, prompt: str, seed: int = 0, stages: Iterable[str] | None = None,
+                 guidance_scale: float | None = None, steps: dict[str, int] | int | None = None,
+                 return_intermediates: bool = False, num_images: int = 1,
+                 progress: bool = False) -> CascadeOutput | list[CascadeOutput]:
+        """Generate from ``prompt`` through the cascade.
+
+        ``stages`` limits the stages run (default: all present); ``guidance_scale`` sets the base
+        stage's classifier-free guidance (default from the weights' metadata); ``steps`` is the
+        number of DDIM steps, one int for every stage or a dict per stage.  The same seed gives the
+        same images.  With ``num_images > 1`` a list of outputs is returned (seeds ``seed``,
+        ``seed + 1``, ...).
+        """
+        self.check_prompt(prompt)
+        stages = tuple(stages) if stages is not None else self.stages
+        for s in stages:
+            check_stage(s)
+            if s not in self.unets:
+                raise ValueError(f"stage {s!r} is not loaded; this cascade has {self.stages}")
+        if stages != self.stages[: len(stages)]:
+            raise ValueError(f"stages run in order from 'base'; got {stages}")
+        n = num_images
+        text = self.encode([prompt] * n)
+        empty = self.encode([""] * n)
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+        images: dict[str, torch.Tensor] = {}
+        inter: dict[str, list[Step]] = {}
+        secs: dict[str, float] = {}
+        low = None
+        from tqdm.auto import tqdm
+
+        for s in stages:
+            d = self.defaults[s]
+            g = d["guidance_scale"] if (guidance_scale is None or s != "base") else guidance_scale
+            k = steps if isinstance(steps, int) else (steps or {}).get(s, d["steps"])
+            t = time.perf_counter()
+            # one generator per image keeps each image's noise independent of the batch size
+            xs, trajs = [], []
+            for i in range(n):
+                it = sample(self.unets[s], self.scheduler, text=TextEmbedding(text.states[i:i + 1], text.mask[i:i + 1],
+                                                                               text.pooled[i:i + 1]),
+                            baseline=TextEmbedding(empty.states[i:i + 1], empty.mask[i:i + 1], empty.pooled[i:i + 1]),
+                            guidance_scale=g, steps=k, size=SIZE[s], generator=gens[i],
+                            low_res=None if low is None else low[i:i + 1], noise_level=d.get("noise_level", 0))
+                traj = []
+                for st in tqdm(it, total=k, desc=f"{s} {i}", disable=not progress, leave=False):
+                    if return_intermediates:
+                        traj.append(Step(st.index, st.t, st.x.clone(), st.x0.clone()))
+                    last = st
+                xs.append(last.x.clamp(-1, 1))
+                trajs.append(traj)
+            low = torch.cat(xs)
+            images[s] = low
+            secs[s] = time.perf_counter() - t
+            if return_intermediates:
+                inter[s] = trajs[0] if n == 1 else [st for tr in trajs for st in tr]
+        outs = []
+        for i in range(n):
+            outs.append(CascadeOutput(prompt, {s: to_pil(images[s][i:i + 1])[0] for s in stages},
+                                      inter if n == 1 else {}, secs))
+        return outs[0] if n == 1 else outs
+
+
+def write_meta(path: Path, defaults: dict | None = None, extra: dict | None = None) -> None:
+    """Write ``unitune_nb.json`` (format, version, sampling defaults, text encoder) into ``path``."""
+    f = path / "unitune_nb.json"
+    meta = json.loads(f.read_text()) if f.is_file() else {}
+    meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "text_encoder": "all-MiniLM-L6-v2",
+                 "defaults": defaults or DEFAULTS})
+    meta.update(extra or {})
+    f.write_text(json.dumps(meta, indent=2))

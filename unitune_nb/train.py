@@ -1,0 +1,234 @@
+"""Training the embedded cascade on scenes drawn on the fly from the toy world.
+
+Recipe (measured on a 2-core CPU; see docs/training.md): v-prediction on a cosine schedule with
+min-SNR loss weighting (gamma 5), AdamW with linear warm-up and gradient clipping, captions with
+attribute dropout (p=0.3) and 10% empty captions for classifier-free guidance, EMA weights (decay
+0.999 with the (1+n)/(10+n) warm-up).  Super-resolution stages see the true low-res render,
+upsampled and noise-augmented to a random level (Imagen Sec. 2.5), and train on random crops since
+they are fully convolutional up to their lowest level.
+
+:func:`train_steps` is a generator yielding each step's loss; :func:`train` wraps it with a time
+budget, checkpoints (safetensors only, no pickle) and ``resume``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+from . import world
+from .cascade import SIZE, check_stage, make_unet, train_scheduler, write_meta
+from .images import to_tensor
+from .sample import prepare_low_res, unet_forward
+from .text import TextEncoder
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "base"
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    snr_gamma: float = 5.0
+    drop: float = 0.3
+    empty: float = 0.1
+    max_noise_level: int = 350  # SR stages: low-res augmentation level drawn from [0, this]
+    crop: int | None = None  # SR stages: train on crops of this size (default: half the output)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_stage(self.stage)
+        if self.crop is None and self.stage != "base":
+            self.crop = SIZE[self.stage] // 2
+
+
+def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Render a batch: target images, low-res inputs (SR stages) and captions with dropout."""
+    size = SIZE[cfg.stage]
+    targets, lows, caps = [], [], []
+    for _ in range(cfg.batch_size):
+        scene = world.random_scene(rng.randrange(1 << 31))
+        master = world.render(scene, world.MASTER)
+        targets.append(master.reduce(world.MASTER // size))
+        if cfg.stage != "base":
+            lows.append(master.reduce(world.MASTER // (size // 2)))
+        caps.append(world.caption(scene, drop=cfg.drop, empty=cfg.empty, rng=rng))
+    return to_tensor(targets), (to_tensor(lows) if lows else None), caps
+
+
+def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: TextEncoder,
+                optimizer: torch.optim.Optimizer, ema: EMAModel, start_step: int = 0) -> Iterator[float]:
+    """Run training steps forever, yielding each step's loss (stop by breaking out of the loop)."""
+    sched = train_scheduler()
+    rng = random.Random(cfg.seed * 1_000_003 + start_step)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
+    alphas = sched.alphas_cumprod
+    step = start_step
+    unet.train()
+    while True:
+        x0, low, caps = make_batch(cfg, rng)
+        text = text_encoder(caps)
+        b = x0.shape[0]
+        lr_in = lvl = None
+        if low is not None:
+            levels = torch.randint(0, cfg.max_noise_level + 1, (b,), generator=gen)
+            up = F.interpolate(low, size=x0.shape[-1], mode="bilinear", align_corners=False)
+            noise_lr = torch.randn(up.shape, generator=gen)
+            lr_in = sched.add_noise(up, noise_lr, levels)
+            lvl = levels
+            if cfg.crop and cfg.crop < x0.shape[-1]:
+                i, j = rng.randrange(x0.shape[-1] - cfg.crop + 1), rng.randrange(x0.shape[-1] - cfg.crop + 1)
+                x0 = x0[..., i:i + cfg.crop, j:j + cfg.crop]
+                lr_in = lr_in[..., i:i + cfg.crop, j:j + cfg.crop]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        target = sched.get_velocity(x0, noise, t)
+        pred = unet_forward(unet, xt, t, text, lr_in, lvl)
+        snr = alphas[t] / (1 - alphas[t])
+        weight = torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        optimizer.step()
+        ema.step(unet.parameters())
+        step += 1
+        yield loss.item()
+
+
+# ---------------------------------------------------------------------- checkpoints (safetensors only)
+def _save_optimizer(opt: torch.optim.Optimizer, names: list[str], file: Path) -> None:
+    tensors = {}
+    for name, p in zip(names, opt.param_groups[0]["params"]):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v):
+                tensors[f"{name}::{k}"] = v.detach().clone().contiguous().reshape(v.shape if v.ndim else (1,))
+    save_file(tensors, str(file))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, names: list[str], file: Path) -> None:
+    tensors = load_file(str(file))
+    for name, p in zip(names, opt.param_groups[0]["params"]):
+        st = {}
+        for key, v in tensors.items():
+            n, k = key.split("::")
+            if n == name:
+                st[k] = v.reshape(()) if k == "step" else v
+        if st:
+            opt.state[p] = st
+
+
+def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAModel,
+                    opt: torch.optim.Optimizer, state: dict) -> None:
+    """Write the EMA weights as a loadable diffusers folder ``out/stage`` plus a resumable train state."""
+    names = [n for n, _ in unet.named_parameters()]
+    tmp = out / f".{stage}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    ema_unet = UNet2DConditionModel.from_config(unet.config)
+    ema.copy_to(ema_unet.parameters())
+    ema_unet.save_pretrained(tmp / "ema", safe_serialization=True)
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(tmp / "model.safetensors"))
+    _save_optimizer(opt, names, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    # swap in atomically-ish: a crash leaves either the old or the new checkpoint
+    final_state = out / "train_state" / stage
+    final_state.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    for src, dst in ((tmp / "ema", out / stage), (tmp, final_state)):
+        old = dst.with_name(dst.name + ".old")
+        if dst.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            dst.rename(old)
+        if src == tmp:
+            src.rename(dst)
+        else:
+            shutil.move(str(src), str(dst))
+        shutil.rmtree(old, ignore_errors=True)
+    write_meta(out)
+
+
+def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
+          resume: bool = False, checkpoint_every: float = 5.0, progress: bool = True,
+          text_encoder: TextEncoder | None = None, **config) -> dict:
+    """Train one stage into ``out`` for ``minutes`` of wall time or ``steps`` steps, whichever ends first.
+
+    Checkpoints every ``checkpoint_every`` minutes and at the end; ``resume=True`` continues from
+    the last checkpoint in ``out``.  Returns a summary (steps, seconds, last losses).
+    """
+    from tqdm.auto import tqdm
+
+    if minutes is None and steps is None:
+        raise ValueError("give --minutes or --steps (or both) so training knows when to stop")
+    out = Path(out)
+    state_dir = out / "train_state" / stage
+    prev = {}
+    if resume and (state_dir / "state.json").is_file():
+        prev = json.loads((state_dir / "state.json").read_text())
+        config = {**prev["config"], **{k: v for k, v in config.items() if v is not None}}
+    elif resume:
+        print(f"nothing to resume in {state_dir}; starting {stage} from scratch")
+    cfg = TrainConfig(stage=stage, **{k: v for k, v in config.items() if v is not None and k != "stage"})
+    torch.manual_seed(cfg.seed)
+    unet = make_unet(stage, seed=cfg.seed)
+    names = [n for n, _ in unet.named_parameters()]
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    start = 0
+    elapsed0 = 0.0
+    if prev:
+        unet.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+        ema_unet = UNet2DConditionModel.from_pretrained(out / stage)
+        ema = EMAModel(ema_unet.parameters(), decay=cfg.ema_decay)
+        ema.optimization_step = prev["step"]
+        _load_optimizer(opt, names, state_dir / "optimizer.safetensors")
+        start, elapsed0 = prev["step"], prev["seconds"]
+    te = text_encoder or TextEncoder()
+    losses: list[float] = []
+    t_start = time.perf_counter()
+    last_ckpt = t_start
+    step = start
+    budget = minutes * 60 if minutes is not None else math.inf
+    bar = tqdm(total=steps, initial=0, desc=f"train {stage}", disable=not progress, unit="step")
+
+    def state() -> dict:
+        return {"step": step, "seconds": elapsed0 + time.perf_counter() - t_start, "config": asdict(cfg),
+                "recent_loss": float(np.mean(losses[-50:])) if losses else None,
+                "threads": torch.get_num_threads()}
+
+    try:
+        for loss in train_steps(unet, cfg, te, opt, ema, start_step=start):
+            step += 1
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            now = time.perf_counter()
+            if (steps is not None and step - start >= steps) or now - t_start >= budget:
+                break
+            if now - last_ckpt >= checkpoint_every * 60:
+                save_checkpoint(out, stage, unet, ema, opt, state())
+                last_ckpt = now
+    finally:
+        bar.close()
+        if step > start:
+            save_checkpoint(out, stage, unet, ema, opt, state())
+    return state()
