@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
+from safetensors.torch import save_file
 
 from .images import strip, to_pil
 from .sample import Step, sample
@@ -180,11 +181,12 @@ class Cascade:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for s, u in self.unets.items():
-            src = u
-            if fp16:
-                src = UNet2DConditionModel.from_config(u.config).to(torch.float16)
-                src.load_state_dict({k: v.half() for k, v in u.state_dict().items()})
-            src.save_pretrained(path / s, safe_serialization=True)
+            # the layout of UNet2DConditionModel.save_pretrained, written directly so the weights
+            # can be cast without a second model in memory
+            (path / s).mkdir(exist_ok=True)
+            u.save_config(path / s)
+            sd = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in u.state_dict().items()}
+            save_file(sd, str(path / s / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
         self.scheduler.save_pretrained(path / "scheduler")
         write_meta(path, self.defaults)
 

@@ -1,0 +1,39 @@
+import numpy as np
+
+from unitune_nb import world
+from unitune_nb.eval import held_out_captions, super_resolution, text_following
+from unitune_nb.probe import check, load_probe
+
+
+def test_probe_reads_true_renders():
+    probe = load_probe()
+    scenes = [world.random_scene(300_000 + i) for i in range(200)]
+    reads = probe.read([world.render(s, 64) for s in scenes])
+    rows = [check(r, world.parse_caption(world.caption(s))) for r, s in zip(reads, scenes)]
+    for key in ("time", "ground", "style", "kind", "colour"):
+        acc = np.mean([r[key] for r in rows if key in r])
+        assert acc >= 0.95, f"probe reads {key} at {acc:.2f} on true renders"
+
+
+def test_probe_check_fails_on_wrong_attributes():
+    probe = load_probe()
+    s = world.Scene("night", "snow", "photo", [world.Obj("house", "red", 0.5, 0.85, 0.32, 1)], seed=1)
+    r = probe.read([world.render(s, 32)])[0]
+    assert check(r, world.parse_caption("a photo of a red house on snow at night")) == {
+        "time": True, "ground": True, "style": True, "kind": True, "colour": True}
+    wrong = check(r, world.parse_caption("a drawing of a blue car on grass during the day"))
+    assert not any(wrong.values())
+
+
+def test_held_out_captions_are_non_empty_and_fixed():
+    a, b = held_out_captions(20), held_out_captions(20)
+    assert [c for _, c in a] == [c for _, c in b] and all(c for _, c in a)
+
+
+def test_eval_harness_on_a_few_samples(cascade):
+    rep = text_following(cascade, n=6, steps=2, batch=3, progress=False)
+    assert rep["n"] == 6 and len(rep["images"]) == 6
+    for table in ("accuracy", "chance", "probe_on_renders"):
+        assert rep[table] and all(0 <= acc <= 1 for acc, _ in rep[table].values())
+    sr = super_resolution(cascade, n=2)
+    assert set(sr) == {"sr1", "sr2"} and all(np.isfinite(v["psnr"]) for v in sr.values())
