@@ -40,7 +40,6 @@ STAGES = ("base", "sr1", "sr2")
 SIZE = {"base": 32, "sr1": 64, "sr2": 128}
 FORMAT = "unitune_nb-embedded-cascade"
 FORMAT_VERSION = 1
-MAX_PROMPT_CHARS = 500
 
 #: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level).
 DEFAULTS = {
@@ -199,10 +198,7 @@ class Cascade:
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         if not prompt.strip():
             raise ValueError("the prompt is empty; describe the image, e.g. 'a red house on snow at night'")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt is {len(prompt)} characters long; keep it under {MAX_PROMPT_CHARS} "
-                             f"(only the first {self.text_encoder.max_tokens} tokens are read anyway)")
-        return prompt
+        return prompt  # over-long prompts are cut to the encoder's token limit with a warning
 
     def generate(self, prompt: str, seed: int = 0, stages: Iterable[str] | None = None,
                  guidance_scale: float | None = None, steps: dict[str, int] | int | None = None,

@@ -68,6 +68,93 @@ def cmd_export(a: argparse.Namespace) -> None:
     print(f"wrote {a.out} ({size / 1e6:.1f} MB, stages {', '.join(c.stages)})")
 
 
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "edit"
+
+
+def _edit_settings(a: argparse.Namespace) -> dict:
+    return dict(guidance_scale=a.guidance_scale, baseline_prompt=a.baseline_prompt, t0=a.t0,
+                interpolation=a.interpolation, seed=a.seed)
+
+
+def _run_edits(ut, prompts: list[str], out: Path, settings: dict, mask=None, targets=None) -> None:
+    """Run each edit on the in-memory tuned model; write each result and a grid."""
+    import json
+
+    from .plots import edit_grid
+
+    results = []
+    for i, p in enumerate(prompts):
+        full = p if ut.rare_token in p else f"{ut.rare_token} {p}"
+        r = ut.edit(full, mask=mask, **settings)
+        r.image.save(out / f"edit_{i}_{_slug(p)}.png")
+        print(f"  {full!r}: {sum(r.seconds.values()):.2f} s -> {out / f'edit_{i}_{_slug(p)}.png'}")
+        results.append(r)
+    fig = edit_grid(ut.source, results, prompts, targets=targets)
+    fig.savefig(out / "grid.png", dpi=100, bbox_inches="tight")
+    (out / "settings.json").write_text(json.dumps([r.settings for r in results], indent=2, default=str))
+    print(f"wrote {out / 'grid.png'}")
+
+
+def cmd_edit(a: argparse.Namespace) -> None:
+    from .cascade import Cascade
+    from .tune import UniTune
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ut = UniTune(Cascade.from_pretrained(a.weights))
+    if a.load_tuned:
+        ut.load_tuned(a.load_tuned)
+        print(f"loaded tuned weights from {a.load_tuned} (rare token {ut.rare_token!r})")
+    else:
+        report = ut.tune(a.source, rare_token=a.rare_token, iters=a.iters, lr=a.lr, seed=a.seed,
+                         stages=tuple(a.tune_stages.split(",")))
+        for note in report.notes:
+            print(f"note: source image {note}")
+        print(report)
+    ut.source.save(out / "source.png")
+    if a.save_tuned:
+        size = ut.save_tuned(a.save_tuned)
+        print(f"saved the tuned weights to {a.save_tuned} ({size / 1e6:.1f} MB)")
+    _run_edits(ut, a.prompts, out, _edit_settings(a), mask=a.mask)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from . import world
+    from .cascade import Cascade
+    from .tune import UniTune
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scene = world.random_scene(a.scene)
+    source = world.render(scene, 128)
+    source.save(out / "source.png")
+    print(f"source scene: {world.caption(scene)!r} -> {out / 'source.png'}")
+    obj = scene.objects[0]
+    new_colour = next(c for c in ("blue", "red", "yellow", "purple") if c != obj.colour)
+    edits = [world.Edit("time", "night" if scene.time != "night" else "day"),
+             world.Edit("ground", "snow" if scene.ground != "snow" else "grass"),
+             world.Edit("style", "drawing" if scene.style != "drawing" else "photo"),
+             world.Edit("recolour", new_colour, 0)]
+    prompts = [world.edit_prompt(scene, e) for e in edits]
+    targets = [world.render(world.edit(scene, e), 128) for e in edits]
+    ut = UniTune(Cascade.from_pretrained(a.weights))
+    print(ut.tune(source, iters=a.iters, seed=a.seed))
+    _run_edits(ut, prompts, out, _edit_settings(a), targets=targets)
+
+
+def _add_edit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance-scale", type=float, default=None, help="base-stage guidance (default: the model's)")
+    p.add_argument("--baseline-prompt", default=None, help="prompt guidance: guide away from this prompt instead of ''")
+    p.add_argument("--t0", type=float, default=1.0, help="late start of the base stage, in (0, 1]; 1 = from noise")
+    p.add_argument("--interpolation", type=float, default=0.0, help="blend the source back in, [0, 1]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iters", type=int, default=128, help="tuning iterations per stage")
+    p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unitune-nb", description="UniTune teaching toolkit on an embedded mini-Imagen.")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -103,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="also write the report as JSON here")
     e.set_defaults(func=cmd_eval)
 
+    ed = sub.add_parser("edit", help="tune on SOURCE once, then run each edit prompt (UniTune)")
+    ed.add_argument("source", help="image file (PNG, JPEG, ...)")
+    ed.add_argument("prompts", nargs="+", help="edit prompts; the rare token is put in front unless present")
+    ed.add_argument("--out", default="edits")
+    ed.add_argument("--rare-token", default="beikkpic")
+    ed.add_argument("--lr", type=float, default=1e-4)
+    ed.add_argument("--tune-stages", default="base,sr1", help="comma-separated stages to tune")
+    ed.add_argument("--mask", default=None, help="image whose white part may change (confines the edit)")
+    ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
+    ed.add_argument("--load-tuned", default=None, help="skip tuning: load a file from --save-tuned")
+    _add_edit_flags(ed)
+    ed.set_defaults(func=cmd_edit)
+
+    dm = sub.add_parser("demo", help="render a world scene, tune, and write a grid of edits with their true targets")
+    dm.add_argument("--out", default="demo")
+    dm.add_argument("--scene", type=int, default=2, help="world scene seed")
+    _add_edit_flags(dm)
+    dm.set_defaults(func=cmd_demo)
+
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")
     x.add_argument("--out", required=True)
@@ -117,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     _threads(a.threads)
     try:
         a.func(a)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"unitune-nb {a.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,3 +42,80 @@ def psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray, mask: np.ndar
         err = err[np.asarray(mask, bool)]
     mse = float(err.mean()) if err.size else 0.0
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def load_image(src, size: int = 128) -> tuple[Image.Image, list[str]]:
+    """Read a source image from a path, PIL image, NumPy array or tensor; return an RGB ``size`` px copy.
+
+    Non-RGB modes (RGBA, LA, P, L, I;16, CMYK, ...) are converted (transparent pixels onto white),
+    non-square images are centre-cropped to a square, and the square is resized with a box /
+    bicubic filter.  The caller's object is never modified.  The second value lists what was done,
+    so a user can be told.
+    """
+    import os
+    from pathlib import Path
+
+    notes: list[str] = []
+    if isinstance(src, (str, os.PathLike)):
+        p = Path(src)
+        if not p.is_file():
+            raise FileNotFoundError(f"source image {p} does not exist")
+        try:
+            with Image.open(p) as f:
+                im = f.copy()
+                im.load()
+        except Exception as e:  # PIL raises several types for broken files
+            raise ValueError(f"cannot read {p} as an image ({e}); pass a PNG or JPEG file") from e
+    elif isinstance(src, Image.Image):
+        im = src.copy()
+    elif isinstance(src, (np.ndarray, torch.Tensor)):
+        a = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else np.array(src)
+        if a.ndim == 4 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+            raise ValueError(f"an image array must be HxW, HxWx3/4 or 3/4xHxW; got shape {tuple(src.shape)}")
+        if a.dtype.kind == "f":
+            lo, hi = float(a.min()), float(a.max())
+            if lo < -1.001 or hi > 255.5:
+                raise ValueError(f"float image values must lie in [0, 1], [-1, 1] or [0, 255]; got [{lo:.3g}, {hi:.3g}]")
+            if lo < 0:
+                a, note = (a + 1) * 127.5, "float values in [-1, 1] read as model range"
+            elif hi <= 1.0:
+                a, note = a * 255.0, "float values in [0, 1] scaled to 0-255"
+            else:
+                note = "float values read as 0-255"
+            notes.append(note)
+        elif a.dtype == np.uint16:
+            a, _ = a / 257.0, notes.append("16-bit values scaled to 8 bits")
+        elif a.dtype != np.uint8:
+            a = a.astype(np.float64)
+        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    else:
+        raise TypeError(f"source image must be a path, PIL image, NumPy array or tensor; got {type(src).__name__}")
+    if im.width < 1 or im.height < 1:
+        raise ValueError("the source image is empty (0 pixels)")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(a / (257.0 if a.max() > 255 else 1.0), 0, 255).astype(np.uint8))
+        notes.append(f"{'16-bit' if a.max() > 255 else 'integer'} greyscale converted to RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba).convert("RGB")
+        notes.append("transparency flattened onto white")
+    elif im.mode != "RGB":
+        notes.append(f"{im.mode} image converted to RGB")
+        im = im.convert("RGB")
+    if im.width != im.height:
+        s = min(im.width, im.height)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        im = im.crop((left, top, left + s, top + s))
+        notes.append(f"centre-cropped to {s}x{s}")
+    if im.width != size:
+        notes.append(f"resized from {im.width} to {size} px")
+        im = im.resize((size, size), Image.BOX if im.width > size else Image.BICUBIC)
+    return im, notes

@@ -31,7 +31,7 @@ from . import world
 from .cascade import SIZE, check_stage, make_unet, train_scheduler, write_meta
 from .images import to_tensor
 from .sample import prepare_low_res, unet_forward
-from .text import TextEncoder
+from .text import TextEmbedding, TextEncoder
 
 
 @dataclass
@@ -70,38 +70,52 @@ def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torc
     return to_tensor(targets), (to_tensor(lows) if lows else None), caps
 
 
+def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbedding, low: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None, max_noise_level: int = 350, snr_gamma: float = 5.0,
+                   crop: int | None = None, rng: random.Random | None = None) -> torch.Tensor:
+    """The training objective of one stage on a batch: v-prediction MSE with min-SNR weighting.
+
+    ``low`` (SR stages) is the low-res image; it is upsampled and noised to a random augmentation
+    level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  ``crop`` trains on a
+    random crop of that size.  Used by training and by UniTune's fine-tuning alike.
+    """
+    sched = _SCHED
+    b = x0.shape[0]
+    lr_in = lvl = None
+    if low is not None:
+        lvl = torch.randint(0, max_noise_level + 1, (b,), generator=generator)
+        up = F.interpolate(low, size=x0.shape[-1], mode="bilinear", align_corners=False)
+        lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator), lvl)
+        if crop and crop < x0.shape[-1]:
+            rng = rng or random.Random()
+            i, j = rng.randrange(x0.shape[-1] - crop + 1), rng.randrange(x0.shape[-1] - crop + 1)
+            x0 = x0[..., i:i + crop, j:j + crop]
+            lr_in = lr_in[..., i:i + crop, j:j + crop]
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator)
+    xt = sched.add_noise(x0, noise, t)
+    target = sched.get_velocity(x0, noise, t)
+    pred = unet_forward(unet, xt, t, text, lr_in, lvl)
+    alphas = sched.alphas_cumprod
+    snr = alphas[t] / (1 - alphas[t])
+    weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+    return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+_SCHED = train_scheduler()
+
+
 def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: TextEncoder,
                 optimizer: torch.optim.Optimizer, ema: EMAModel, start_step: int = 0) -> Iterator[float]:
     """Run training steps forever, yielding each step's loss (stop by breaking out of the loop)."""
-    sched = train_scheduler()
     rng = random.Random(cfg.seed * 1_000_003 + start_step)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
-    alphas = sched.alphas_cumprod
     step = start_step
     unet.train()
     while True:
         x0, low, caps = make_batch(cfg, rng)
-        text = text_encoder(caps)
-        b = x0.shape[0]
-        lr_in = lvl = None
-        if low is not None:
-            levels = torch.randint(0, cfg.max_noise_level + 1, (b,), generator=gen)
-            up = F.interpolate(low, size=x0.shape[-1], mode="bilinear", align_corners=False)
-            noise_lr = torch.randn(up.shape, generator=gen)
-            lr_in = sched.add_noise(up, noise_lr, levels)
-            lvl = levels
-            if cfg.crop and cfg.crop < x0.shape[-1]:
-                i, j = rng.randrange(x0.shape[-1] - cfg.crop + 1), rng.randrange(x0.shape[-1] - cfg.crop + 1)
-                x0 = x0[..., i:i + cfg.crop, j:j + cfg.crop]
-                lr_in = lr_in[..., i:i + cfg.crop, j:j + cfg.crop]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
-        xt = sched.add_noise(x0, noise, t)
-        target = sched.get_velocity(x0, noise, t)
-        pred = unet_forward(unet, xt, t, text, lr_in, lvl)
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
-        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
+                              cfg.crop, rng)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
         optimizer.zero_grad(set_to_none=True)

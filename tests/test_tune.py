@@ -1,0 +1,239 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unitune_nb import world
+from unitune_nb.images import load_image, to_tensor
+from unitune_nb.train import diffusion_loss
+from unitune_nb.tune import UniTune
+
+FAST = dict(steps=3)
+
+
+@pytest.fixture
+def ut(cascade):
+    u = UniTune(cascade)
+    yield u
+    u.reset()
+
+
+@pytest.fixture(scope="module")
+def source():
+    return world.render(world.random_scene(2), 128)
+
+
+def _params(cascade, stage):
+    return {n: p.detach().clone() for n, p in cascade.unets[stage].named_parameters()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tune_lowers_loss_on_the_image_and_reset_is_exact(ut, cascade, source):
+    pristine = _params(cascade, "base")
+    x0 = to_tensor(source.resize((32, 32), Image.BOX)).repeat(8, 1, 1, 1)
+    text = cascade.encode(["beikkpic"] * 8)
+
+    def loss():
+        with torch.no_grad():
+            return float(diffusion_loss(cascade.unets["base"], x0, text, generator=torch.Generator().manual_seed(0)))
+
+    before = loss()
+    report = ut.tune(source, stages=("base",), iters=24, lr=5e-4, progress=False)
+    assert report.tokens == ["bei", "##kk", "##pic"] and len(report.losses["base"]) == 24
+    assert report.trainable_params["base"] > 0.9 * sum(p.numel() for p in cascade.unets["base"].parameters())
+    after = loss()
+    assert after < before, (before, after)
+    assert not _same(pristine, _params(cascade, "base"))
+    ut.reset()
+    assert _same(pristine, _params(cascade, "base"))
+    assert ut.tuned == ()
+
+
+def test_tune_never_modifies_the_callers_image(ut):
+    arr = np.asarray(world.render(world.random_scene(9), 64)).copy()
+    keep = arr.copy()
+    ut.tune(arr, stages=("base",), iters=1, progress=False)
+    assert np.array_equal(arr, keep)
+    assert ut.source.size == (128, 128)
+
+
+def test_prompt_guidance_with_empty_baseline_is_cfg(ut, source):
+    ut.set_source(source)
+    with pytest.warns(UserWarning):
+        a = ut.edit("a red car at night", stages=["base"], guidance_scale=3.0, **FAST)
+        b = ut.edit("a red car at night", stages=["base"], guidance_scale=3.0, baseline_prompt="", **FAST)
+        c = ut.edit("a red car at night", stages=["base"], guidance_scale=3.0, baseline_prompt="a house", **FAST)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+    # guidance towards the baseline itself does nothing: any scale equals scale 1
+    with pytest.warns(UserWarning):
+        d = ut.edit("at night", stages=["base"], guidance_scale=5.0, baseline_prompt="at night", **FAST)
+        e = ut.edit("at night", stages=["base"], guidance_scale=1.0, **FAST)
+    assert np.abs(np.asarray(d.image, float) - np.asarray(e.image, float)).max() <= 1
+
+
+def test_late_start(ut, source):
+    from unitune_nb.images import psnr
+
+    ut.set_source(source)
+    src32 = source.resize((32, 32), Image.BOX)
+    with pytest.warns(UserWarning):
+        full = ut.edit("a drawing", stages=["base"], t0=1.0, steps=10)
+        again = ut.edit("a drawing", stages=["base"], t0=1.0, steps=10)
+        late = ut.edit("a drawing", stages=["base"], t0=0.1, steps=10)
+    assert np.array_equal(np.asarray(full.image), np.asarray(again.image))  # deterministic
+    assert psnr(late.image, src32) > 18
+    assert psnr(late.image, src32) > psnr(full.image, src32) + 5
+
+
+def test_interpolation_and_user_mask(ut, source):
+    ut.set_source(source)
+    with pytest.warns(UserWarning):
+        r = ut.edit("at night", stages=["base"], interpolation=1.0, **FAST)
+    src = np.asarray(r.source)
+    out = np.asarray(r.image)
+    untouched = r.mask == 0
+    assert np.array_equal(out[untouched], src[untouched])
+    assert r.mask.shape == (32, 32) and 0 <= r.mask.min() and r.mask.max() <= 1
+    zero = np.zeros((128, 128), np.uint8)
+    with pytest.warns(UserWarning):
+        z = ut.edit("at night", mask=Image.fromarray(zero), **FAST)
+    assert np.array_equal(np.asarray(z.image), np.asarray(z.source))  # nothing may change
+    half = zero.copy()
+    half[:, 64:] = 255
+    with pytest.warns(UserWarning):
+        h = ut.edit("at night", mask=half, **FAST)
+    assert np.array_equal(np.asarray(h.image)[:, :64], np.asarray(h.source)[:, :64])
+    assert not np.array_equal(np.asarray(h.image)[:, 64:], np.asarray(h.source)[:, 64:])
+
+
+def test_save_and_load_tuned_round_trip(ut, cascade, source, tmp_path):
+    ut.tune(source, stages=("base",), iters=2, trainable="attention", progress=False)
+    a = ut.edit("beikkpic at night", stages=["base"], **FAST)
+    size = ut.save_tuned(tmp_path / "t.safetensors")
+    full = sum(p.numel() * 4 for p in cascade.unets["base"].parameters())
+    assert size < 0.5 * full  # only what changed
+    ut.reset()
+    other = UniTune(cascade)
+    other.load_tuned(tmp_path / "t.safetensors")
+    assert other.rare_token == "beikkpic" and other.tuned == ("base",)
+    b = other.edit("beikkpic at night", stages=["base"], **FAST)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    other.reset()
+    with pytest.raises(ValueError, match="not a unitune_nb tuned file"):
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+        other.load_tuned(tmp_path / "bad.safetensors")
+
+
+def test_interrupted_tune_leaves_pristine_weights(ut, cascade, source, monkeypatch):
+    import unitune_nb.tune as tune_mod
+
+    pristine = _params(cascade, "base")
+    calls = {"n": 0}
+    real = tune_mod.diffusion_loss
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tune_mod, "diffusion_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ut.tune(source, stages=("base",), iters=10, progress=False)
+    assert _same(pristine, _params(cascade, "base")) and ut.tuned == ()
+    monkeypatch.undo()
+    r = ut.edit("beikkpic", stages=["base"], **FAST)  # still usable
+    assert r.image.size == (32, 32)
+
+
+def test_exploding_tune_stops_with_message(ut, cascade, source):
+    pristine = _params(cascade, "base")
+    with pytest.raises(FloatingPointError, match="Lower lr"):
+        ut.tune(source, stages=("base",), iters=30, lr=1e12, optimizer="adamw", progress=False)
+    assert _same(pristine, _params(cascade, "base"))
+
+
+def test_rare_token_checks(ut, source):
+    with pytest.warns(UserWarning, match="knows"):
+        ut.tune(source, rare_token="house", stages=("base",), iters=1, progress=False)
+    with pytest.raises(ValueError, match="rare_token"):
+        ut.tune(source, rare_token="  ", iters=1, progress=False)
+    ut.tune(source, stages=("base",), iters=1, progress=False)
+    with pytest.warns(UserWarning, match="does not contain the rare token"):
+        ut.edit("at night", stages=["base"], **FAST)
+    r = ut.edit("beikkpic la nuit, très sombre ☃", stages=["base"], **FAST)  # non-ASCII is fine
+    assert r.image.size == (32, 32)
+    with pytest.warns(UserWarning, match="only the first"):
+        ut.edit("beikkpic " + "at night " * 30, stages=["base"], **FAST)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(t0=0.0), "t0"), (dict(t0=1.5), "t0"), (dict(guidance_scale=-1), "guidance_scale"),
+                                      (dict(interpolation=2.0), "interpolation"), (dict(mask=np.ones((50, 50))), "mask")])
+def test_bad_edit_settings(ut, source, kw, match):
+    ut.set_source(source)
+    with pytest.raises(ValueError, match=match):
+        ut.edit("beikkpic at night", **kw)
+
+
+def test_bad_tune_settings(ut, source):
+    with pytest.raises(ValueError, match="unknown stage"):
+        ut.tune(source, stages=("base", "sr5"), iters=1, progress=False)
+    with pytest.raises(ValueError, match="iters"):
+        ut.tune(source, iters=0, progress=False)
+    with pytest.raises(ValueError, match="no source image"):
+        UniTune(ut.cascade).edit("beikkpic")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16", "1"])
+def test_image_modes_are_converted(mode):
+    im = world.render(world.random_scene(1), 128)
+    src = im.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(im.convert("L"), np.uint16) * 257))
+    out, notes = load_image(src, 128)
+    assert out.mode == "RGB" and out.size == (128, 128) and notes
+
+
+def test_image_sizes_and_types(tmp_path):
+    wide = Image.new("RGB", (300, 100), "red")
+    out, notes = load_image(wide, 128)
+    assert out.size == (128, 128) and any("centre-cropped" in n for n in notes)
+    tiny, _ = load_image(Image.new("RGB", (1, 1), "blue"), 128)
+    assert tiny.size == (128, 128) and tiny.getpixel((5, 5)) == (0, 0, 255)
+    huge, _ = load_image(Image.new("RGB", (4000, 3000), "green"), 128)
+    assert huge.size == (128, 128)
+    t = torch.rand(3, 64, 64)
+    assert load_image(t, 128)[0].size == (128, 128)
+    assert load_image(np.zeros((64, 64, 3), np.uint8), 128)[0].size == (128, 128)
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_image(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="shape"):
+        load_image(np.zeros((4, 5, 6, 7)))
+    with pytest.raises(TypeError):
+        load_image(42)
+
+
+def test_cli_edit_end_to_end(tmp_path, source):
+    source.save(tmp_path / "src.png")
+    r = subprocess.run([sys.executable, "-m", "unitune_nb.cli", "edit", str(tmp_path / "src.png"), "at night",
+                        "a drawing", "--iters", "2", "--out", str(tmp_path / "out"), "--t0", "0.8",
+                        "--save-tuned", str(tmp_path / "t.safetensors")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    assert (out / "grid.png").is_file() and (out / "edit_0_at_night.png").is_file() and (out / "edit_1_a_drawing.png").is_file()
+    assert Image.open(out / "edit_0_at_night.png").size == (128, 128)
+    assert (tmp_path / "t.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "-m", "unitune_nb.cli", "edit", str(tmp_path / "src.png"), "x", "--t0", "3",
+                          "--load-tuned", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "o2")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "t0 must be in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
