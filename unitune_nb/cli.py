@@ -59,6 +59,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
         Path(a.json).write_text(json.dumps(report, indent=2))
 
 
+def cmd_bench_speed(a: argparse.Namespace) -> None:
+    from .bench import bench_speed, format_speed
+
+    print(format_speed(bench_speed(a.weights, iters=a.iters, progress=True)))
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     from .cascade import Cascade
 
@@ -208,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--scene", type=int, default=2, help="world scene seed")
     _add_edit_flags(dm)
     dm.set_defaults(func=cmd_demo)
+
+    bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
+    bs.add_argument("--weights", default=None)
+    bs.add_argument("--iters", type=int, default=128)
+    bs.set_defaults(func=cmd_bench_speed)
 
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -171,12 +172,14 @@ class UniTune:
     def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] = ("base", "sr1"),
                    iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str = "adafactor",
                    trainable: str | Callable[[str], bool] = "most", seed: int = 0,
-                   max_noise_level: int = 350) -> Iterator[TuneStep]:
+                   max_noise_level: int = 350, sr_crops: bool = True) -> Iterator[TuneStep]:
         """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
 
         Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.
+        With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
+        trained: 4x less compute per step, which is what keeps tuning near 30 s on a CPU.
         """
         stages = tuple(stages)
         for s in stages:
@@ -202,6 +205,7 @@ class UniTune:
         self.rare_token = rare_token
         text = self.cascade.encode([rare_token] * batch_size)
         gen = torch.Generator().manual_seed(seed)
+        rng = random.Random(seed)
         for stage in stages:
             unet = self.cascade.unets[stage]
             self._snapshot(stage)
@@ -217,11 +221,12 @@ class UniTune:
             size = SIZE[stage]
             x0 = self._source_at(size).repeat(batch_size, 1, 1, 1)
             low = self._source_at(size // 2).repeat(batch_size, 1, 1, 1) if stage != "base" else None
+            crop = size // 2 if (low is not None and sr_crops) else None  # SR stages are fully convolutional
             for p in params:
                 p.requires_grad_(True)
             try:
                 for i in range(iters):
-                    loss = diffusion_loss(unet, x0, text, low, gen, max_noise_level)
+                    loss = diffusion_loss(unet, x0, text, low, gen, max_noise_level, crop=crop, rng=rng)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
                                                  f"reset to its pristine weights. Lower lr (now {lr}).")
