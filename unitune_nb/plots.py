@@ -6,13 +6,15 @@ from typing import Sequence
 from matplotlib.figure import Figure  # no pyplot: works headless and shows inline in Jupyter
 from PIL import Image
 
+DPI = 64  # small inline figures keep notebooks light
+
 
 def edit_grid(source: Image.Image, results: Sequence, labels: Sequence[str],
               targets: Sequence[Image.Image] | None = None) -> Figure:
     """Source, then one column per edit: the edited image (and, for world scenes, the true target)."""
     rows = 2 if targets is not None else 1
     n = len(results) + 1
-    fig = Figure(figsize=(1.9 * n, 2.1 * rows))
+    fig = Figure(figsize=(1.9 * n, 2.1 * rows), dpi=DPI)
     axes = fig.subplots(rows, n, squeeze=False)
     for r in range(rows):
         for ax in axes[r]:
@@ -32,7 +34,7 @@ def edit_grid(source: Image.Image, results: Sequence, labels: Sequence[str],
 def stage_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], size: int = 128) -> Figure:
     """One row per prompt: every stage's image (nearest-neighbour upscaled) for each seed."""
     ncols = max(len(ims) for _, ims in rows)
-    fig = Figure(figsize=(1.6 * ncols, 1.75 * len(rows)))
+    fig = Figure(figsize=(1.6 * ncols, 1.75 * len(rows)), dpi=DPI)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, (label, ims) in enumerate(rows):
         for c in range(ncols):
@@ -41,5 +43,39 @@ def stage_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], size: int = 12
             if c < len(ims):
                 ax.imshow(ims[c].resize((size, size), Image.NEAREST))
         axes[r][0].set_title(label, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def trajectory(steps: Sequence, every: int = 1, size: int = 64) -> Figure:
+    """Two rows over the denoising steps: the sample ``x_t`` and the model's predicted ``x0``."""
+    from .images import to_pil
+
+    picked = list(steps)[::every]
+    if picked[-1] is not list(steps)[-1]:
+        picked.append(list(steps)[-1])
+    fig = Figure(figsize=(1.3 * len(picked), 2.9), dpi=DPI)
+    axes = fig.subplots(2, len(picked), squeeze=False)
+    for i, st in enumerate(picked):
+        for r, (x, name) in enumerate(((st.x, "x_t"), (st.x0, "predicted x0"))):
+            ax = axes[r][i]
+            ax.imshow(to_pil(x[:1])[0].resize((size, size), Image.NEAREST))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name, fontsize=8)
+        axes[0][i].set_title(f"step {st.index + 1}\nt={st.t}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def images_row(images: Sequence[Image.Image], titles: Sequence[str], size: int = 128) -> Figure:
+    """A row of images with titles (nearest-neighbour upscaled to ``size``)."""
+    fig = Figure(figsize=(1.9 * len(images), 2.2), dpi=DPI)
+    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    for ax, im, t in zip(axes, images, titles):
+        ax.imshow(im.resize((size, size), Image.NEAREST))
+        ax.set_title(t, fontsize=8)
+        ax.axis("off")
     fig.tight_layout()
     return fig

@@ -53,10 +53,15 @@ def unet_forward(unet: UNet2DConditionModel, x: torch.Tensor, t: torch.Tensor | 
                 class_labels=class_labels).sample
 
 
+def upsample(low_res: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of a low-res image to ``size`` px: what an SR stage builds on."""
+    return F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def prepare_low_res(low_res: torch.Tensor, size: int, noise_level: int, scheduler: SchedulerMixin,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Upsample a low-res image (bilinear) and noise it to ``noise_level`` (augmentation, Imagen Sec. 2.5)."""
-    up = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+    """Upsample a low-res image and noise it to ``noise_level`` (augmentation, Imagen Sec. 2.5)."""
+    up = upsample(low_res, size)
     lvl = torch.full((up.shape[0],), int(noise_level), dtype=torch.long, device=up.device)
     if noise_level > 0:
         noise = torch.randn(up.shape, generator=generator, dtype=up.dtype, device=up.device)
@@ -100,11 +105,13 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
     shape = (b, 3, size, size)
     timesteps = start_timesteps(scheduler, steps, t0 if x_init is not None else 1.0)
     x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
-    if x_init is not None and t0 < 1.0:
-        x = scheduler.add_noise(x_init.to(device, dtype), x, timesteps[:1].repeat(b))
     cond_lr = None
+    offset = torch.zeros((), device=device, dtype=dtype)  # SR stages denoise the residual over the upsample
     if low_res is not None:
+        offset = upsample(low_res.to(device, dtype), size)
         cond_lr, lvl = prepare_low_res(low_res.to(device, dtype), size, noise_level, scheduler, generator)
+    if x_init is not None and t0 < 1.0:
+        x = scheduler.add_noise(x_init.to(device, dtype) - offset, x, timesteps[:1].repeat(b))
     guided = guidance_scale != 1.0 and baseline is not None
     both = TextEmbedding.cat([baseline, text]).to(device, dtype) if guided else text.to(device, dtype)
     for i, t in enumerate(timesteps):
@@ -117,7 +124,7 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
             out = base + guidance_scale * (cond - base)
         res = scheduler.step(out, t, x, generator=generator)
         x = res.prev_sample
-        yield Step(i, int(t), x, res.pred_original_sample)
+        yield Step(i, int(t), x + offset, res.pred_original_sample + offset)
 
 
 def run(steps: Iterator[Step]) -> Step:

@@ -59,7 +59,9 @@ class TextEncoder:
 
     def __init__(self, path: str | os.PathLike | None = None, max_tokens: int = MAX_TOKENS):
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a bar for loading 90 MB from disk is noise in notebooks and logs
         path = Path(path) if path is not None else encoder_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from . import world
 from .cascade import SIZE, check_stage, make_unet, train_scheduler, write_meta
 from .images import to_tensor
-from .sample import prepare_low_res, unet_forward
+from .sample import unet_forward, upsample
 from .text import TextEmbedding, TextEncoder
 
 
@@ -76,7 +76,9 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     """The training objective of one stage on a batch: v-prediction MSE with min-SNR weighting.
 
     ``low`` (SR stages) is the low-res image; it is upsampled and noised to a random augmentation
-    level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  ``crop`` trains on a
+    level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  SR stages diffuse
+    the residual ``x0 - upsample(low)``: they start from a sharp-less but right-coloured image and
+    only learn the detail, which trains far faster on a CPU than predicting the whole image.  ``crop`` trains on a
     random crop of that size.  Used by training and by UniTune's fine-tuning alike.
     """
     sched = _SCHED
@@ -84,8 +86,9 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     lr_in = lvl = None
     if low is not None:
         lvl = torch.randint(0, max_noise_level + 1, (b,), generator=generator)
-        up = F.interpolate(low, size=x0.shape[-1], mode="bilinear", align_corners=False)
+        up = upsample(low, x0.shape[-1])
         lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator), lvl)
+        x0 = x0 - up  # SR stages model the residual over the (clean) upsample
         if crop and crop < x0.shape[-1]:
             rng = rng or random.Random()
             i, j = rng.randrange(x0.shape[-1] - crop + 1), rng.randrange(x0.shape[-1] - crop + 1)
