@@ -73,6 +73,9 @@ def test_bad_weight_folders(tmp_path, text_encoder):
         Cascade.from_pretrained(tmp_path / "w", text_encoder=text_encoder)
     meta["format_version"] = 1
     (tmp_path / "w" / "unitune_nb.json").write_text(json.dumps(meta))
+    (tmp_path / "w" / "sr2" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="weights are incomplete"):
+        Cascade.from_pretrained(tmp_path / "w", text_encoder=text_encoder)
     shutil.rmtree(tmp_path / "w" / "sr2")
     c = Cascade.from_pretrained(tmp_path / "w", text_encoder=text_encoder)
     assert c.stages == ("base", "sr1")

@@ -40,6 +40,7 @@ STAGES = ("base", "sr1", "sr2")
 SIZE = {"base": 32, "sr1": 64, "sr2": 128}
 FORMAT = "unitune_nb-embedded-cascade"
 FORMAT_VERSION = 1
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name
 
 #: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level).
 DEFAULTS = {
@@ -159,6 +160,10 @@ class Cascade:
                 f"but this unitune_nb reads {FORMAT!r} version {FORMAT_VERSION}. Use the unitune_nb version "
                 "that wrote them, or retrain with `unitune-nb train`.")
         available = [s for s in STAGES if (path / s / "config.json").is_file()]
+        for s in available:
+            if not (path / s / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{path / s} has a config.json but no {WEIGHTS_NAME}: the weights are incomplete. "
+                                        "Reinstall unitune_nb, re-export them with `unitune-nb export`, or retrain the stage.")
         wanted = list(stages) if stages is not None else available
         for s in wanted:
             check_stage(s)
@@ -185,7 +190,7 @@ class Cascade:
             (path / s).mkdir(exist_ok=True)
             u.save_config(path / s)
             sd = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in u.state_dict().items()}
-            save_file(sd, str(path / s / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+            save_file(sd, str(path / s / WEIGHTS_NAME), metadata={"format": "pt"})
         self.scheduler.save_pretrained(path / "scheduler")
         write_meta(path, self.defaults)
 
