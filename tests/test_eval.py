@@ -37,3 +37,10 @@ def test_eval_harness_on_a_few_samples(cascade):
         assert rep[table] and all(0 <= acc <= 1 for acc, _ in rep[table].values())
     sr = super_resolution(cascade, n=2)
     assert set(sr) == {"sr1", "sr2"} and all(np.isfinite(v["psnr"]) for v in sr.values())
+
+
+def test_diversity_measures_spread_over_seeds(cascade):
+    from unitune_nb.eval import diversity
+
+    d = diversity(cascade, 2.0, n_captions=2, seeds=2)
+    assert 0 < d < 2

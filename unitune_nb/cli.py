@@ -50,6 +50,22 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_eval(a: argparse.Namespace) -> None:
     from .eval import evaluate, format_report
 
+    if a.guidance_sweep:
+        from .cascade import Cascade
+        from .eval import guidance_sweep, sweep_figure
+
+        scales = [float(v) for v in a.guidance_sweep.split(",")]
+        rows = guidance_sweep(Cascade.from_pretrained(a.weights), scales, n=a.n, seed=a.seed)
+        print("| guidance | " + " | ".join(rows[0]["accuracy"]) + " | mean | diversity |")
+        print("|---" * (len(rows[0]["accuracy"]) + 3) + "|")
+        for r in rows:
+            print(f"| {r['guidance_scale']:g} | " + " | ".join(f"{v:.3f}" for v in r["accuracy"].values())
+                  + f" | {r['mean_accuracy']:.3f} | {r['diversity']:.3f} |")
+        if a.figure:
+            sweep_figure(rows).savefig(a.figure, bbox_inches="tight")
+            print("wrote", a.figure)
+        return
+
     report = evaluate(a.weights, n=a.n, sr_n=a.sr_n, guidance_scale=a.guidance_scale, seed=a.seed)
     text = format_report(report)
     print(text)
@@ -194,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance-scale", type=float, default=None)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", default=None, help="also write the report as JSON here")
+    e.add_argument("--guidance-sweep", default=None, help="comma-separated guidance scales: accuracy and diversity per scale")
+    e.add_argument("--figure", default=None, help="with --guidance-sweep: write the plot here")
     e.set_defaults(func=cmd_eval)
 
     ed = sub.add_parser("edit", help="tune on SOURCE once, then run each edit prompt (UniTune)")
