@@ -4,7 +4,6 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from unitune_nb.cascade import Cascade
 from unitune_nb.train import TrainConfig, make_batch, train
 
 

@@ -215,56 +215,75 @@ class Cascade:
         stage's classifier-free guidance (default from the weights' metadata); ``steps`` is the
         number of DDIM steps, one int for every stage or a dict per stage.  The same seed gives the
         same images.  With ``num_images > 1`` a list of outputs is returned (seeds ``seed``,
-        ``seed + 1``, ...).
+        ``seed + 1``, ...).  ``progress`` shows a tqdm bar per stage.
         """
         self.check_prompt(prompt)
+        stages = self.check_stages(stages)
+        text = self.encode(prompt)
+        empty = self.encode("")
+        outs = []
+        for i in range(num_images):  # one generator per image: image i is the image of seed + i alone
+            run = self.run(text, empty, torch.Generator().manual_seed(seed + i), stages, guidance_scale, steps,
+                           return_intermediates, progress=progress)
+            outs.append(CascadeOutput(prompt, {s: to_pil(x)[0] for s, x in run.images.items()},
+                                      run.intermediates, run.seconds))
+        return outs[0] if num_images == 1 else outs
+
+    def check_stages(self, stages: Iterable[str] | None) -> tuple[str, ...]:
+        """Validate a stage list: known, loaded, in cascade order from 'base' (default: all loaded)."""
         stages = tuple(stages) if stages is not None else self.stages
         for s in stages:
             check_stage(s)
             if s not in self.unets:
                 raise ValueError(f"stage {s!r} is not loaded; this cascade has {self.stages}")
-        if stages != self.stages[: len(stages)]:
-            raise ValueError(f"stages run in order from 'base'; got {stages}")
-        n = num_images
-        text = self.encode([prompt] * n)
-        empty = self.encode([""] * n)
-        gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-        images: dict[str, torch.Tensor] = {}
-        inter: dict[str, list[Step]] = {}
-        secs: dict[str, float] = {}
-        low = None
+        if not stages or stages != self.stages[: len(stages)]:
+            raise ValueError(f"stages run in order from 'base'; this cascade has {self.stages}, got {stages}")
+        return stages
+
+    def run(self, text: TextEmbedding, baseline: TextEmbedding, generator: torch.Generator,
+            stages: Sequence[str], guidance_scale: float | None = None, steps: dict[str, int] | int | None = None,
+            return_intermediates: bool = False, x_init: torch.Tensor | None = None, t0: float = 1.0,
+            progress: bool = False) -> "StageRun":
+        """Run ``stages`` in order for already-encoded text (one image).
+
+        ``guidance_scale`` applies to the base stage (the SR stages use their defaults);
+        ``baseline`` is the guidance baseline (the empty prompt for CFG); ``x_init`` and ``t0 < 1``
+        start the base stage late from ``x_init`` (SDEdit).  Shared by ``generate`` and UniTune's edit.
+        """
         from tqdm.auto import tqdm
 
+        out = StageRun()
+        low = None
         for s in stages:
             d = self.defaults[s]
             g = d["guidance_scale"] if (guidance_scale is None or s != "base") else guidance_scale
             k = steps if isinstance(steps, int) else (steps or {}).get(s, d["steps"])
+            out.settings[s] = {"guidance_scale": g, "steps": k}
             t = time.perf_counter()
-            # one generator per image keeps each image's noise independent of the batch size
-            xs, trajs = [], []
-            for i in range(n):
-                it = sample(self.unets[s], self.scheduler, text=TextEmbedding(text.states[i:i + 1], text.mask[i:i + 1],
-                                                                               text.pooled[i:i + 1]),
-                            baseline=TextEmbedding(empty.states[i:i + 1], empty.mask[i:i + 1], empty.pooled[i:i + 1]),
-                            guidance_scale=g, steps=k, size=SIZE[s], generator=gens[i],
-                            low_res=None if low is None else low[i:i + 1], noise_level=d.get("noise_level", 0))
-                traj = []
-                for st in tqdm(it, total=k, desc=f"{s} {i}", disable=not progress, leave=False):
-                    if return_intermediates:
-                        traj.append(Step(st.index, st.t, st.x.clone(), st.x0.clone()))
-                    last = st
-                xs.append(last.x.clamp(-1, 1))
-                trajs.append(traj)
-            low = torch.cat(xs)
-            images[s] = low
-            secs[s] = time.perf_counter() - t
+            it = sample(self.unets[s], self.scheduler, text, baseline, guidance_scale=g, steps=k, size=SIZE[s],
+                        generator=generator, low_res=low, noise_level=d.get("noise_level", 0),
+                        x_init=x_init if s == "base" else None, t0=t0 if s == "base" else 1.0)
+            traj = []
+            for st in tqdm(it, total=k, desc=s, disable=not progress, leave=False):
+                if return_intermediates:
+                    traj.append(Step(st.index, st.t, st.x.clone(), st.x0.clone()))
+                last = st
+            low = last.x.clamp(-1, 1)
+            out.images[s] = low
+            out.seconds[s] = time.perf_counter() - t
             if return_intermediates:
-                inter[s] = trajs[0] if n == 1 else [st for tr in trajs for st in tr]
-        outs = []
-        for i in range(n):
-            outs.append(CascadeOutput(prompt, {s: to_pil(images[s][i:i + 1])[0] for s in stages},
-                                      inter if n == 1 else {}, secs))
-        return outs[0] if n == 1 else outs
+                out.intermediates[s] = traj
+        return out
+
+
+@dataclass
+class StageRun:
+    """Tensors in [-1, 1] per stage, trajectories, seconds and the settings each stage used."""
+
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    intermediates: dict[str, list[Step]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)
 
 
 def write_meta(path: Path, defaults: dict | None = None, extra: dict | None = None) -> None:

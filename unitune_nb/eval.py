@@ -19,7 +19,7 @@ from PIL import Image
 from . import world
 from .cascade import SIZE, Cascade
 from .images import psnr, to_pil, to_tensor
-from .probe import check, labels, load_probe
+from .probe import check, load_probe
 from .sample import run, sample
 
 HELD_OUT = 900_000_000  # scene seeds from here on are never drawn in training (which uses random 31-bit seeds)
@@ -40,10 +40,10 @@ def held_out_captions(n: int, seed: int = 12345) -> list[tuple[world.Scene, str]
 
 
 def _truth(scene: world.Scene) -> dict:
-    y = labels(scene)
+    """A scene's attributes in the form ``Probe.read`` returns them."""
     return {"time": scene.time, "ground": scene.ground, "style": scene.style, "count": len(scene.objects),
             "kinds": {o.kind for o in scene.objects}, "colours": {o.colour for o in scene.objects},
-            "pairs": {(o.colour, o.kind) for o in scene.objects}, "_y": y}
+            "pairs": {(o.colour, o.kind) for o in scene.objects}}
 
 
 def _tally(rows: list[dict[str, bool]]) -> dict[str, tuple[float, int]]:

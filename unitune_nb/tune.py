@@ -29,10 +29,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .cascade import FORMAT, SIZE, STAGES, Cascade, check_stage
+from .cascade import FORMAT, SIZE, Cascade, check_stage
 from .images import load_image, strip, to_pil, to_tensor
 from .interpolation import blend, estimate_mask, mask_to_tensor
-from .sample import Step, sample
+from .sample import Step
 from .train import diffusion_loss
 
 RARE_TOKEN = "beikkpic"
@@ -361,43 +361,15 @@ class UniTune:
         if not self.tuned:
             warnings.warn("the model is not tuned on the source image: this is plain text-to-image (or SDEdit "
                           "with t0 < 1); call tune(image) first", stacklevel=2)
-        stages = tuple(stages) if stages is not None else c.stages
-        for s in stages:
-            check_stage(s)
-        if stages != c.stages[: len(stages)]:
-            raise ValueError(f"stages run in order from 'base'; this cascade has {c.stages}, got {stages}")
+        stages = c.check_stages(stages)
         size = SIZE[stages[-1]]
         m_user = None
         if mask is not None:
             m_user = mask_to_tensor(mask, size, allowed=(self._source_shape or (size, size), (size, size)))
-        text = c.encode([prompt])
-        baseline = c.encode([baseline_prompt if baseline_prompt is not None else ""])
-        gen = torch.Generator().manual_seed(seed)
-        low = None
-        imgs: dict[str, torch.Tensor] = {}
-        inter: dict[str, list[Step]] = {}
-        secs: dict[str, float] = {}
-        used = {}
-        for s in stages:
-            d = c.defaults[s]
-            g = d["guidance_scale"] if (s != "base" or guidance_scale is None) else guidance_scale
-            k = steps if isinstance(steps, int) else (steps or {}).get(s, d["steps"])
-            used[s] = {"guidance_scale": g, "steps": k}
-            t = time.perf_counter()
-            it = sample(c.unets[s], c.scheduler, text, baseline, guidance_scale=g, steps=k, size=SIZE[s],
-                        generator=gen, low_res=low, noise_level=d.get("noise_level", 0),
-                        x_init=self._source_at(SIZE[s]) if (s == "base" and t0 < 1.0) else None,
-                        t0=t0 if s == "base" else 1.0)
-            traj = []
-            for st in it:
-                if return_intermediates:
-                    traj.append(Step(st.index, st.t, st.x.clone(), st.x0.clone()))
-                last = st
-            low = last.x.clamp(-1, 1)
-            imgs[s] = low
-            secs[s] = time.perf_counter() - t
-            if return_intermediates:
-                inter[s] = traj
+        run = c.run(c.encode(prompt), c.encode(baseline_prompt if baseline_prompt is not None else ""),
+                    torch.Generator().manual_seed(seed), stages, guidance_scale, steps, return_intermediates,
+                    x_init=self._source_at(SIZE["base"]) if t0 < 1.0 else None, t0=t0)
+        imgs, secs, used, inter = run.images, run.seconds, run.settings, run.intermediates
         raw = imgs[stages[-1]]
         src = self._source_at(size)
         t = time.perf_counter()
