@@ -28,9 +28,9 @@ def main() -> None:
         for seed in range(3):
             out = c.generate(p, seed=seed)
             ims += list(out.images.values())
-        rows.append((p + "   (32 / 64 / 128 px, 3 seeds)", ims))
-    fig = stage_grid(rows, size=128)
-    fig.savefig(docs / "cascade_grid.png", dpi=80, bbox_inches="tight")
+        rows.append((f'"{p}"   base 32 / sr1 64 / sr2 128 px, seeds 0, 1, 2', ims))
+    fig = stage_grid(rows, size=96)
+    fig.savefig(docs / "cascade_grid.png", dpi=72, bbox_inches="tight")
     print("wrote", docs / "cascade_grid.png")
 
 

@@ -31,18 +31,26 @@ def edit_grid(source: Image.Image, results: Sequence, labels: Sequence[str],
     return fig
 
 
-def stage_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], size: int = 128) -> Figure:
-    """One row per prompt: every stage's image (nearest-neighbour upscaled) for each seed."""
-    ncols = max(len(ims) for _, ims in rows)
-    fig = Figure(figsize=(1.6 * ncols, 1.75 * len(rows)), dpi=DPI)
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, (label, ims) in enumerate(rows):
-        for c in range(ncols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(ims):
-                ax.imshow(ims[c].resize((size, size), Image.NEAREST))
-        axes[r][0].set_title(label, fontsize=8, loc="left")
+def stage_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], size: int = 128, group: int = 3) -> Figure:
+    """One row per prompt: images (nearest-neighbour upscaled to ``size``), a wider gap every ``group``."""
+    strips = []
+    for _, ims in rows:
+        n = len(ims)
+        gap, wide = 2, 12
+        width = n * size + (n - 1) * gap + ((n - 1) // group) * (wide - gap)
+        row = Image.new("RGB", (width, size), "white")
+        x = 0
+        for i, im in enumerate(ims):
+            row.paste(im.convert("RGB").resize((size, size), Image.NEAREST), (x, 0))
+            x += size + (wide if (i + 1) % group == 0 else gap)
+        strips.append(row)
+    w = max(s.width for s in strips)
+    fig = Figure(figsize=(w / 90, len(rows) * (size + 28) / 90), dpi=DPI)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, _), st in zip(axes, rows, strips):
+        ax.imshow(st)
+        ax.set_title(label, fontsize=10, loc="left")
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
