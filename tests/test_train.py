@@ -32,3 +32,15 @@ def test_two_step_training_writes_a_loadable_stage_and_resumes(tmp_path, text_en
 def test_train_needs_a_stop_condition(tmp_path):
     with pytest.raises(ValueError, match="--minutes or --steps"):
         train("base", tmp_path, progress=False)
+
+
+def test_init_from_shipped_weights(tmp_path, text_encoder):
+    from unitune_nb.cascade import default_weights
+
+    shipped = UNet2DConditionModel.from_pretrained(default_weights(), subfolder="sr2").state_dict()
+    train("sr2", tmp_path, steps=1, batch_size=1, lr=1e-9, progress=False, text_encoder=text_encoder,
+          init_from=default_weights())
+    got = UNet2DConditionModel.from_pretrained(tmp_path, subfolder="sr2").state_dict()
+    assert all(torch.allclose(shipped[k], got[k], atol=1e-4) for k in shipped)
+    with pytest.raises(FileNotFoundError, match="no stage"):
+        train("sr2", tmp_path / "x", steps=1, progress=False, text_encoder=text_encoder, init_from=tmp_path / "none")

@@ -42,7 +42,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
     summary = train(a.stage, a.out, minutes=a.minutes, steps=a.steps, resume=a.resume,
-                    checkpoint_every=a.checkpoint_every, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+                    checkpoint_every=a.checkpoint_every, init_from=a.init_from, batch_size=a.batch_size, lr=a.lr,
+                    seed=a.seed)
     print(f"{a.stage}: {summary['step']} steps, {summary['seconds'] / 60:.1f} min in all, "
           f"recent loss {summary['recent_loss']:.4f}; weights in {Path(a.out) / a.stage}")
 
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=None)
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--init-from", default=None,
+                   help="start a new run from this cascade folder's weights (e.g. unitune_nb/weights/embedded)")
     t.add_argument("--checkpoint-every", type=float, default=5.0, help="minutes between checkpoints")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)

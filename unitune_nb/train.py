@@ -186,11 +186,13 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
 
 def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
           resume: bool = False, checkpoint_every: float = 5.0, progress: bool = True,
-          text_encoder: TextEncoder | None = None, **config) -> dict:
+          text_encoder: TextEncoder | None = None, init_from: str | Path | None = None, **config) -> dict:
     """Train one stage into ``out`` for ``minutes`` of wall time or ``steps`` steps, whichever ends first.
 
     Checkpoints every ``checkpoint_every`` minutes and at the end; ``resume=True`` continues from
-    the last checkpoint in ``out``.  Returns a summary (steps, seconds, last losses).
+    the last checkpoint in ``out``.  ``init_from`` (a cascade folder, e.g. the shipped weights)
+    starts a new run from that stage's weights with a fresh optimiser, so a model can be trained
+    further without its training state.  Returns a summary (steps, seconds, last losses).
     """
     from tqdm.auto import tqdm
 
@@ -208,6 +210,12 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
     torch.manual_seed(cfg.seed)
     unet = make_unet(stage, seed=cfg.seed)
     names = [n for n, _ in unet.named_parameters()]
+    if init_from is not None and not prev:
+        src = Path(init_from)
+        if not (src / stage / "config.json").is_file():
+            raise FileNotFoundError(f"--init-from {src}: no stage {stage!r} there (expected {src / stage / 'config.json'})")
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(src, subfolder=stage,
+                                                                  torch_dtype=torch.float32).state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     start = 0
