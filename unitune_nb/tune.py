@@ -179,7 +179,7 @@ class UniTune:
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.
         With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
-        trained: 4x less compute per step, which is what keeps tuning near 30 s on a CPU.
+        trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
         """
         stages = tuple(stages)
         for s in stages:
