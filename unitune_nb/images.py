@@ -52,6 +52,13 @@ def load_image(src, size: int = 128) -> tuple[Image.Image, list[str]]:
     bicubic filter.  The caller's object is never modified.  The second value lists what was done,
     so a user can be told.
     """
+    im, notes = read_image(src)
+    im, more = square_image(im, size)
+    return im, notes + more
+
+
+def read_image(src) -> tuple[Image.Image, list[str]]:
+    """The conversion part of :func:`load_image`: an RGB copy at the source's own size, and notes."""
     import os
     from pathlib import Path
 
@@ -90,7 +97,8 @@ def load_image(src, size: int = 128) -> tuple[Image.Image, list[str]]:
                 note = "float values read as 0-255"
             notes.append(note)
         elif a.dtype == np.uint16:
-            a, _ = a / 257.0, notes.append("16-bit values scaled to 8 bits")
+            a = a / 257.0
+            notes.append("16-bit values scaled to 8 bits")
         elif a.dtype != np.uint8:
             a = a.astype(np.float64)
         im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
@@ -110,6 +118,12 @@ def load_image(src, size: int = 128) -> tuple[Image.Image, list[str]]:
     elif im.mode != "RGB":
         notes.append(f"{im.mode} image converted to RGB")
         im = im.convert("RGB")
+    return im, notes
+
+
+def square_image(im: Image.Image, size: int) -> tuple[Image.Image, list[str]]:
+    """Centre-crop an RGB image to a square and resize it to ``size`` px; notes say what was done."""
+    notes: list[str] = []
     if im.width != im.height:
         s = min(im.width, im.height)
         left, top = (im.width - s) // 2, (im.height - s) // 2

@@ -30,7 +30,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from .cascade import FORMAT, SIZE, Cascade, check_stage
-from .images import load_image, strip, to_pil, to_tensor
+from .images import read_image, square_image, strip, to_pil, to_tensor
 from .interpolation import blend, estimate_mask, mask_to_tensor
 from .sample import Step
 from .train import diffusion_loss
@@ -121,22 +121,10 @@ class UniTune:
     # ------------------------------------------------------------------ source and rare token
     def set_source(self, image) -> list[str]:
         """Use ``image`` (path, PIL, array or tensor) as the source; returns the conversion notes."""
-        raw_shape = None
-        if isinstance(image, Image.Image):
-            raw_shape = (image.height, image.width)
-        elif isinstance(image, (np.ndarray, torch.Tensor)):
-            shp = tuple(image.shape)
-            raw_shape = shp[-3:-1] if len(shp) >= 3 and shp[-1] in (3, 4) else shp[-2:]
-        elif isinstance(image, (str, os.PathLike)) and Path(image).is_file():
-            try:
-                with Image.open(image) as f:
-                    raw_shape = (f.height, f.width)
-            except Exception:
-                raw_shape = None
-        size = SIZE[self.cascade.stages[-1]]
-        im, notes = load_image(image, size)
-        self.source = im
-        self._source_shape = tuple(int(v) for v in raw_shape) if raw_shape else (size, size)
+        im, notes = read_image(image)
+        self._source_shape = (im.height, im.width)  # a user mask may come at this size
+        self.source, more = square_image(im, SIZE[self.cascade.stages[-1]])
+        notes = notes + more
         self.source_notes = notes
         return notes
 
