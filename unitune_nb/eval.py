@@ -148,7 +148,8 @@ def super_resolution(cascade: Cascade, n: int = 32, seed: int = 777) -> dict:
         gen = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
         last = run(sample(cascade.unets[stage], cascade.scheduler, text, None, guidance_scale=1.0, steps=d["steps"],
-                          size=size, generator=gen, low_res=to_tensor(lo), noise_level=d["noise_level"]))
+                          size=size, generator=gen, low_res=to_tensor(lo), noise_level=d["noise_level"],
+                          residual_scale=d.get("residual_scale", 1.0)))
         secs = time.perf_counter() - t
         ims = to_pil(last.x)
         model = float(np.mean([psnr(a, b) for a, b in zip(ims, hi)]))

@@ -87,18 +87,22 @@ def start_timesteps(scheduler: SchedulerMixin, steps: int, t0: float) -> torch.T
 def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbedding,
            baseline: TextEmbedding | None = None, guidance_scale: float = 1.0, steps: int = 25,
            size: int = 32, generator: torch.Generator | None = None, low_res: torch.Tensor | None = None,
-           noise_level: int = 0, x_init: torch.Tensor | None = None, t0: float = 1.0) -> Iterator[Step]:
+           noise_level: int = 0, residual_scale: float = 1.0, x_init: torch.Tensor | None = None,
+           t0: float = 1.0) -> Iterator[Step]:
     """Denoise one stage, yielding a :class:`Step` after each scheduler step.
 
     ``text`` is the prompt (batch B); ``baseline`` the guidance baseline (the empty prompt for
     CFG, another prompt for prompt guidance), used only when ``guidance_scale != 1``.  For SR
-    stages pass ``low_res`` (B, 3, h, w in [-1, 1]) and ``noise_level``.  ``x_init`` and ``t0 < 1``
+    stages pass ``low_res`` (B, 3, h, w in [-1, 1]), ``noise_level`` and the stage's ``residual_scale``
+    (they diffuse ``(image - upsample(low_res)) * residual_scale``).  ``x_init`` and ``t0 < 1``
     start late from ``x_init`` noised to ``t0`` (SDEdit).
     """
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if residual_scale <= 0:
+        raise ValueError(f"residual_scale must be > 0, got {residual_scale}")
     b = len(text)
     dtype = next(unet.parameters()).dtype
     device = next(unet.parameters()).device
@@ -111,7 +115,7 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
         offset = upsample(low_res.to(device, dtype), size)
         cond_lr, lvl = prepare_low_res(low_res.to(device, dtype), size, noise_level, scheduler, generator)
     if x_init is not None and t0 < 1.0:
-        x = scheduler.add_noise(x_init.to(device, dtype) - offset, x, timesteps[:1].repeat(b))
+        x = scheduler.add_noise((x_init.to(device, dtype) - offset) * residual_scale, x, timesteps[:1].repeat(b))
     guided = guidance_scale != 1.0 and baseline is not None
     both = TextEmbedding.cat([baseline, text]).to(device, dtype) if guided else text.to(device, dtype)
     for i, t in enumerate(timesteps):
@@ -124,7 +128,7 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
             out = base + guidance_scale * (cond - base)
         res = scheduler.step(out, t, x, generator=generator)
         x = res.prev_sample
-        yield Step(i, int(t), x + offset, res.pred_original_sample + offset)
+        yield Step(i, int(t), x / residual_scale + offset, res.pred_original_sample / residual_scale + offset)
 
 
 def run(steps: Iterator[Step]) -> Step:

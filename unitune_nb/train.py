@@ -28,7 +28,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from . import world
-from .cascade import SIZE, check_stage, make_unet, train_scheduler, write_meta
+from .cascade import DEFAULTS, SIZE, check_stage, make_unet, train_scheduler, write_meta
 from .images import to_tensor
 from .sample import unet_forward, upsample
 from .text import TextEmbedding, TextEncoder
@@ -48,12 +48,15 @@ class TrainConfig:
     empty: float = 0.1
     max_noise_level: int = 350  # SR stages: low-res augmentation level drawn from [0, this]
     crop: int | None = None  # SR stages: train on crops of this size (default: half the output)
+    residual_scale: float | None = None  # SR stages: default DEFAULTS[stage]["residual_scale"]
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_stage(self.stage)
         if self.crop is None and self.stage != "base":
             self.crop = SIZE[self.stage] // 2
+        if self.residual_scale is None:
+            self.residual_scale = DEFAULTS[self.stage].get("residual_scale", 1.0)
 
 
 def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
@@ -72,13 +75,15 @@ def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torc
 
 def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbedding, low: torch.Tensor | None = None,
                    generator: torch.Generator | None = None, max_noise_level: int = 350, snr_gamma: float = 5.0,
-                   crop: int | None = None, rng: random.Random | None = None) -> torch.Tensor:
+                   crop: int | None = None, rng: random.Random | None = None,
+                   residual_scale: float = 1.0) -> torch.Tensor:
     """The training objective of one stage on a batch: v-prediction MSE with min-SNR weighting.
 
     ``low`` (SR stages) is the low-res image; it is upsampled and noised to a random augmentation
     level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  SR stages diffuse
     the residual ``x0 - upsample(low)``: they start from a sharp-less but right-coloured image and
-    only learn the detail, which trains far faster on a CPU than predicting the whole image.  ``crop`` trains on a
+    only learn the detail, which trains far faster on a CPU than predicting the whole image; the
+    residual is multiplied by ``residual_scale`` to bring it to about unit variance.  ``crop`` trains on a
     random crop of that size.  Used by training and by UniTune's fine-tuning alike.
     """
     sched = _SCHED
@@ -88,7 +93,7 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
         lvl = torch.randint(0, max_noise_level + 1, (b,), generator=generator)
         up = upsample(low, x0.shape[-1])
         lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator), lvl)
-        x0 = x0 - up  # SR stages model the residual over the (clean) upsample
+        x0 = (x0 - up) * residual_scale  # SR stages model the residual over the (clean) upsample
         if crop and crop < x0.shape[-1]:
             rng = rng or random.Random()
             i, j = rng.randrange(x0.shape[-1] - crop + 1), rng.randrange(x0.shape[-1] - crop + 1)
@@ -118,7 +123,7 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
     while True:
         x0, low, caps = make_batch(cfg, rng)
         loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
-                              cfg.crop, rng)
+                              cfg.crop, rng, cfg.residual_scale)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
         optimizer.zero_grad(set_to_none=True)

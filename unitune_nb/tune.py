@@ -214,7 +214,8 @@ class UniTune:
                 p.requires_grad_(True)
             try:
                 for i in range(iters):
-                    loss = diffusion_loss(unet, x0, text, low, gen, max_noise_level, crop=crop, rng=rng)
+                    loss = diffusion_loss(unet, x0, text, low, gen, max_noise_level, crop=crop, rng=rng,
+                                          residual_scale=self.cascade.defaults[stage].get("residual_scale", 1.0))
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
                                                  f"reset to its pristine weights. Lower lr (now {lr}).")
