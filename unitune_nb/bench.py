@@ -1,4 +1,9 @@
-"""Speed and memory benchmark of the UniTune engine on the embedded cascade (``unitune-nb bench-speed``).
+"""Benchmarks of the UniTune engine on the embedded cascade: speed (``unitune-nb bench-speed``) and
+edits scored against the world's oracle (``unitune-nb bench-edit``).
+
+The edit benchmark measures the paper's claim (Sec. 4.2) instead of judging pictures: each case is
+a world scene and an edit whose exact answer the world renders.  Edit success is read by the
+world's probe; preservation is PSNR / SSIM against the oracle target outside the change mask.
 
 Targets on 2 CPU cores: tune base + sr1 with the paper's 128 iterations x batch 4 <= 30 s; one
 full-resolution edit <= 5 s; a base-only preview <= 0.5 s; ``reset()`` <= 0.2 s; peak RSS <= 1.5 GB.
@@ -7,18 +12,27 @@ with Imagen.  These are measurements, printed, not timed tests.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import platform
-import tempfile
-from pathlib import Path
+import random
 import resource
+import tempfile
 import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import world
 from .cascade import Cascade
-from .tune import UniTune
+from .images import psnr, ssim
+from .tune import EDIT_DEFAULTS, RARE_TOKEN, UniTune
 
 PREVIEW_STEPS = 12  # base-stage DDIM steps of a live preview
 
@@ -70,4 +84,268 @@ def format_speed(r: dict) -> str:
         lines.append(f"| {k} | {r[k]:.2f} {unit} | <= {target:g} {unit} |")
     lines.append(f"| tune base / sr1 | {r['tune_base_s']:.1f} s / {r['tune_sr1_s']:.1f} s | |")
     lines.append(f"| tuned file (only what changed) | {r['tuned_file_mb']:.1f} MB | |")
+    return "\n".join(lines)
+
+
+# =========================================================================== the edit benchmark
+CASES_FILE = Path(__file__).parent / "data" / "bench_cases.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: a world scene (by seed) and an edit of it, with the oracle answer."""
+
+    seed: int
+    kind: str
+    value: object = None
+    index: int = 0
+
+    @property
+    def scene(self) -> world.Scene:
+        return world.random_scene(self.seed)
+
+    @property
+    def edit(self) -> world.Edit:
+        v = tuple(self.value) if isinstance(self.value, list) else self.value
+        return world.Edit(self.kind, v, self.index)
+
+    @property
+    def target(self) -> world.Scene:
+        return world.edit(self.scene, self.edit)
+
+    @property
+    def prompt(self) -> str:
+        """The edit prompt (UniTune adds the rare token in front)."""
+        return world.edit_prompt(self.scene, self.edit)
+
+
+def make_cases(n: int = 60, start_seed: int = 31_000_000) -> list[Case]:
+    """``n`` cases, the six edit kinds in turn, each edit one that changes the scene."""
+    cases: list[Case] = []
+    seed = start_seed
+    while len(cases) < n:
+        kind = world.EDIT_KINDS[len(cases) % len(world.EDIT_KINDS)]
+        s = world.random_scene(seed)
+        rng = random.Random(seed)
+        seed += 1
+        if kind in ("time", "ground", "style"):
+            options = {"time": world.TIMES, "ground": world.GROUNDS, "style": world.STYLES}[kind]
+            cases.append(Case(seed - 1, kind, rng.choice([v for v in options if v != getattr(s, kind)])))
+        elif kind == "recolour" and s.objects:
+            i = rng.randrange(len(s.objects))
+            cases.append(Case(seed - 1, kind, rng.choice([c for c in world.COLOURS if c != s.objects[i].colour]), i))
+        elif kind == "add" and len(s.objects) == 1:
+            cases.append(Case(seed - 1, kind, [rng.choice(world.KINDS), rng.choice(world.COLOURS)]))
+        elif kind == "remove" and len(s.objects) == 2:
+            cases.append(Case(seed - 1, kind, None, rng.randrange(2)))
+    return cases
+
+
+def load_cases(path: str | Path | None = None) -> list[Case]:
+    """The fixed case list kept in the repository (so numbers compare between versions)."""
+    data = json.loads(Path(path or CASES_FILE).read_text())
+    return [Case(**c) for c in data["cases"]]
+
+
+def save_cases(cases: Sequence[Case], path: str | Path | None = None) -> None:
+    path = Path(path or CASES_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, "cases": [dataclasses.asdict(c) for c in cases]}, indent=1))
+
+
+def edit_succeeded(case: Case, read: dict) -> bool:
+    """Does the probe's reading of a result show the intended edit?"""
+    e, s = case.edit, case.scene
+    if e.kind in ("time", "ground", "style"):
+        return read[e.kind] == e.value
+    if e.kind == "recolour":
+        return (e.value, s.objects[e.index].kind) in read["pairs"]
+    if e.kind == "add":
+        kind, colour = e.value  # type: ignore[misc]
+        return read["count"] == len(s.objects) + 1 and (colour, kind) in read["pairs"]
+    return read["count"] == len(s.objects) - 1  # remove
+
+
+def score(case: Case, image: Image.Image, probe) -> dict:
+    """Success, preservation (PSNR/SSIM against the oracle outside the change mask; the whole image for
+    global edits), identity (PSNR inside the objects the edit keeps) of one result."""
+    size = image.width
+    target = world.render(case.target, size)
+    change = world.change_mask(case.scene, case.edit, size)
+    keep = ~change if (~change).any() else np.ones_like(change)
+    after = case.target
+    k = case.edit.kind
+    edited = {case.edit.index} if k == "recolour" else {len(after.objects) - 1} if k == "add" else set()
+    objs = np.zeros_like(change)
+    for i in range(len(after.objects)):
+        if i not in edited:
+            objs |= world.region_mask(after, f"object:{i}", size)
+    return {"success": float(edit_succeeded(case, probe.read([image])[0])),
+            "psnr": psnr(image, target, keep), "ssim": ssim(image, target, keep),
+            "identity": psnr(image, target, objs) if objs.any() else float("nan")}
+
+
+def _edit(ut: UniTune, prompt: str, settings: dict, seed: int, stages: tuple[str, ...]) -> tuple[Image.Image, float]:
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        im = ut.edit(prompt, seed=seed, stages=stages, **settings).image
+    return im, time.perf_counter() - t
+
+
+SDEDIT_T0 = 0.7  # SDEdit's start when the engine's default t0 is 1 (no late start)
+
+
+def method_settings(m, defaults: dict, rare_token: str) -> dict:
+    """The edit options of a benchmark row (a :class:`~unitune_nb.baselines.Method`)."""
+    t0 = defaults["t0"] if m.t0 is None else m.t0
+    if m.name == "SDEdit" and t0 >= 1.0:
+        t0 = SDEDIT_T0  # SDEdit is a late start by definition
+    return {"guidance_scale": defaults["guidance_scale"], "t0": t0,
+            "interpolation": defaults["interpolation"] if m.interpolation is None else m.interpolation,
+            "baseline_prompt": rare_token if m.prompt_guidance else None}
+
+
+def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int = 128, ti_iters: int = 128,
+                     full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
+                     rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None) -> Iterator[dict]:
+    """Run every benchmark row on every case; yields one record per (case, method, seed) result.
+
+    Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
+    for SDEdit and plain text-to-image.  ``full`` tunes base + sr1 and edits at 128 px; by default
+    the benchmark tunes and edits the base stage (32 px), which is where the edit is decided.
+    ``sweep`` (``{"guidance_scale": [...], "t0": [...], "interpolation": [...]}``) also scores that
+    grid of UniTune settings (seed 0) on the tuned model, records marked ``method="sweep"``.
+    ``methods`` restricts the rows (names from :data:`~unitune_nb.baselines.METHODS`; ``[]`` = sweep only).
+    """
+    from .baselines import METHODS, forget_inversion, textual_inversion
+    from .probe import load_probe
+
+    ut = UniTune(Cascade.from_pretrained(weights))
+    probe = load_probe()
+    d = dict(EDIT_DEFAULTS, **(defaults or {}))
+    if d["guidance_scale"] is None:
+        d["guidance_scale"] = ut.cascade.defaults["base"]["guidance_scale"]
+    stages = ("base", "sr1", "sr2") if full else ("base",)
+    stages = tuple(s for s in stages if s in ut.cascade.stages)
+    rows = [m for m in METHODS if methods is None or m.name in methods]
+    unknown = set(methods or ()) - {m.name for m in METHODS}
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {[m.name for m in METHODS]}")
+    models = [x for x in ("pristine", "inverted", "tuned") if any(m.model == x for m in rows) or (x == "tuned" and sweep)]
+    for ci, case in enumerate(cases):
+        source = world.render(case.scene, 128)
+        pristine_prompt = world.caption(case.target)
+        for model in models:
+            forget_inversion(ut, rare_token)
+            ut.reset()
+            ut.set_source(source)
+            t = time.perf_counter()
+            if model == "inverted":
+                textual_inversion(ut, None, rare_token, iters=ti_iters)
+            elif model == "tuned":
+                list(ut.tune_steps(None, rare_token, stages=stages[:2], iters=iters))
+            prep = time.perf_counter() - t
+            for m in rows:
+                if m.model != model:
+                    continue
+                prompt = f"{rare_token} {case.prompt}" if m.rare else pristine_prompt
+                st = method_settings(m, d, rare_token)
+                for seed in range(seeds):
+                    im, secs = _edit(ut, prompt, st, seed, stages)
+                    yield {"case": ci, "kind": case.kind, "method": m.name, "seed": seed, "prep_s": prep,
+                           "edit_s": secs, **score(case, im, probe)}
+            if model == "tuned" and sweep:
+                grid = itertools.product(sweep.get("guidance_scale", [d["guidance_scale"]]),
+                                         sweep.get("t0", [d["t0"]]), sweep.get("interpolation", [d["interpolation"]]))
+                for g, t0, a in grid:
+                    st = {"guidance_scale": g, "t0": t0, "interpolation": a, "baseline_prompt": None}
+                    im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, 0, stages)
+                    yield {"case": ci, "kind": case.kind, "method": "sweep", "seed": 0, "guidance_scale": g,
+                           "t0": t0, "interpolation": a, "edit_s": secs, **score(case, im, probe)}
+        forget_inversion(ut, rare_token)
+        ut.reset()
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """Per method: mean and spread (std over seeds) of success, PSNR, SSIM, identity, seconds."""
+    out = {}
+    rows = [r for r in records if r["method"] != "sweep"]
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        per_seed = {}
+        for s in sorted({r["seed"] for r in rs}):
+            sr = [r for r in rs if r["seed"] == s]
+            per_seed[s] = {k: float(np.nanmean([r[k] for r in sr])) for k in ("success", "psnr", "ssim", "identity")}
+        stats = {}
+        for k in ("success", "psnr", "ssim", "identity"):
+            v = np.array([p[k] for p in per_seed.values()])
+            stats[k] = (float(v.mean()), float(v.std()))
+        stats["edit_s"] = float(np.mean([r["edit_s"] for r in rs]))
+        stats["prep_s"] = float(np.mean([r["prep_s"] for r in rs if r["seed"] == 0]))
+        stats["cases"] = len({r["case"] for r in rs})
+        stats["seeds"] = len(per_seed)
+        stats["by_kind"] = {k: float(np.mean([r["success"] for r in rs if r["kind"] == k]))
+                            for k in dict.fromkeys(r["kind"] for r in rs)}
+        out[name] = stats
+    return out
+
+
+def summarize_sweep(records: Sequence[dict]) -> list[dict]:
+    """Mean success and preservation of each swept setting, with ``front`` marking the Pareto front."""
+    rows = [r for r in records if r["method"] == "sweep"]
+    pts = []
+    for key in dict.fromkeys((r["guidance_scale"], r["t0"], r["interpolation"]) for r in rows):
+        rs = [r for r in rows if (r["guidance_scale"], r["t0"], r["interpolation"]) == key]
+        pts.append({"guidance_scale": key[0], "t0": key[1], "interpolation": key[2], "n": len(rs),
+                    "success": float(np.mean([r["success"] for r in rs])),
+                    "psnr": float(np.mean([r["psnr"] for r in rs]))})
+    for p in pts:
+        p["front"] = not any(q["success"] >= p["success"] and q["psnr"] >= p["psnr"] and
+                             (q["success"] > p["success"] or q["psnr"] > p["psnr"]) for q in pts)
+    return pts
+
+
+def choose_default(points: Sequence[dict], min_psnr: float = 25.0) -> dict:
+    """The front point with the highest success among those preserving >= ``min_psnr`` dB (else the
+    front point with the best success + PSNR/25 balance)."""
+    front = [p for p in points if p["front"]]
+    ok = [p for p in front if p["psnr"] >= min_psnr]
+    if ok:
+        return max(ok, key=lambda p: (p["success"], p["psnr"]))
+    return max(front, key=lambda p: p["success"] + p["psnr"] / 25.0)
+
+
+def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: dict | None = None):
+    """Success against preservation PSNR: the swept UniTune settings (front joined) and the benchmark rows."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
+    ax.scatter([p["psnr"] for p in points], [p["success"] for p in points], s=14, c="0.7", label="UniTune settings (sweep)")
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["psnr"])
+    ax.plot([p["psnr"] for p in front], [p["success"] for p in front], "-", c="0.4", lw=1, label="Pareto front")
+    if chosen:
+        ax.scatter([chosen["psnr"]], [chosen["success"]], s=120, facecolors="none", edgecolors="k",
+                   label=f"default: g={chosen['guidance_scale']:g}, t0={chosen['t0']:g}, interp={chosen['interpolation']:g}")
+    for name, st in (summary or {}).items():
+        (s, ds), (p, dp) = st["success"], st["psnr"]
+        ax.errorbar([p], [s], xerr=[dp], yerr=[ds], fmt="o", ms=5, capsize=2, label=name)
+    ax.set_xlabel("preservation: PSNR vs oracle target outside the change mask (dB)")
+    ax.set_ylabel("edit success (probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def format_edit(summary: dict) -> str:
+    lines = ["| method | success | PSNR outside mask (dB) | SSIM | identity PSNR (dB) | prep s | edit s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, st in summary.items():
+        f = lambda k, d=2: f"{st[k][0]:.{d}f} ± {st[k][1]:.{d}f}"  # noqa: E731
+        lines.append(f"| {name} | {f('success')} | {f('psnr', 1)} | {f('ssim')} | {f('identity', 1)} | "
+                     f"{st['prep_s']:.1f} | {st['edit_s']:.2f} |")
+    any_st = next(iter(summary.values()), None)
+    if any_st:
+        lines.append(f"\n{any_st['cases']} cases x {any_st['seeds']} seeds; ± is the std over seeds.")
     return "\n".join(lines)

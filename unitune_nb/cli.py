@@ -82,6 +82,61 @@ def cmd_bench_speed(a: argparse.Namespace) -> None:
     print(format_speed(bench_speed(a.weights, iters=a.iters, progress=True)))
 
 
+def cmd_bench_edit(a: argparse.Namespace) -> None:
+    import json
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import bench
+    from .baselines import METHODS
+
+    cases = bench.load_cases(a.cases_file)
+    if a.quick:  # one case of each of four kinds, short tuning, one seed: a smoke run in ~1-2 minutes
+        a.seeds, a.iters, a.ti_iters = 1, 16, 16
+        picked = {}
+        for c in cases:
+            picked.setdefault(c.kind, c)
+        cases = [picked[k] for k in ("time", "ground", "recolour", "remove") if k in picked]
+    elif a.cases:
+        cases = cases[: a.cases]
+    sweep = None
+    if a.sweep:
+        sweep = {"guidance_scale": [float(x) for x in a.sweep_guidance.split(",")],
+                 "t0": [float(x) for x in a.sweep_t0.split(",")],
+                 "interpolation": [float(x) for x in a.sweep_interpolation.split(",")]}
+    methods = None if a.methods is None else [m for m in a.methods.split(";") if m]
+    rows_n = len(METHODS if methods is None else methods) * a.seeds
+    grid_n = int(np.prod([len(v) for v in sweep.values()])) if sweep else 0
+    steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
+                                   sweep=sweep, methods=methods)
+    records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n), desc="bench-edit"))
+    summary = bench.summarize(records)
+    if summary:
+        print(bench.format_edit(summary))
+    out = {"cases": len(cases), "seeds": a.seeds, "iters": a.iters, "ti_iters": a.ti_iters, "full": a.full,
+           "threads": torch.get_num_threads(), "summary": summary}
+    if sweep:
+        pts = bench.summarize_sweep(records)
+        chosen = bench.choose_default(pts)
+        out.update(sweep=pts, chosen=chosen)
+        print("\n| guidance | t0 | interpolation | success | PSNR | front |\n|---|---|---|---|---|---|")
+        for p in pts:
+            print(f"| {p['guidance_scale']:g} | {p['t0']:g} | {p['interpolation']:g} | {p['success']:.2f} | "
+                  f"{p['psnr']:.1f} | {'*' if p['front'] else ''} |")
+        print(f"\ndefault chosen on the front: guidance {chosen['guidance_scale']:g}, t0 {chosen['t0']:g}, "
+              f"interpolation {chosen['interpolation']:g} (success {chosen['success']:.2f}, PSNR {chosen['psnr']:.1f})")
+    if a.out:
+        d = Path(a.out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "bench_edit.json").write_text(json.dumps({**out, "records": records}, indent=1))
+        if sweep or summary:
+            fig = bench.pareto_figure(out.get("sweep", []), summary, out.get("chosen"))
+            fig.savefig(d / "pareto.png", bbox_inches="tight")
+        print("wrote", d / "bench_edit.json")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     from .cascade import Cascade
 
@@ -243,6 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--weights", default=None)
     bs.add_argument("--iters", type=int, default=128)
     bs.set_defaults(func=cmd_bench_speed)
+
+    be = sub.add_parser("bench-edit", help="UniTune and the baselines on the fixed edit cases, scored by the world's oracle")
+    be.add_argument("--weights", default=None)
+    be.add_argument("--cases", type=int, default=None, help="use the first N cases of the fixed list (default: all)")
+    be.add_argument("--cases-file", default=None, help="a case list (JSON) instead of the shipped one")
+    be.add_argument("--quick", action="store_true", help="4 cases, 16 tuning steps, 1 seed: a smoke run")
+    be.add_argument("--seeds", type=int, default=3, help="edit seeds per case (the spread is over them)")
+    be.add_argument("--iters", type=int, default=128, help="UniTune tuning iterations per case")
+    be.add_argument("--ti-iters", type=int, default=128, help="Textual Inversion iterations per case")
+    be.add_argument("--full", action="store_true", help="tune base + sr1 and score 128 px edits (slower)")
+    be.add_argument("--methods", default=None, help="';'-separated row names (default: all); '' = sweep only")
+    be.add_argument("--sweep", action="store_true", help="also sweep UniTune's guidance, t0 and interpolation")
+    be.add_argument("--sweep-guidance", default="2,4")
+    be.add_argument("--sweep-t0", default="0.5,0.7,0.85,1.0")
+    be.add_argument("--sweep-interpolation", default="0,0.5,1")
+    be.add_argument("--out", default=None, help="folder for bench_edit.json (every record) and pareto.png")
+    be.set_defaults(func=cmd_bench_edit)
 
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")

@@ -133,3 +133,30 @@ def square_image(im: Image.Image, size: int) -> tuple[Image.Image, list[str]]:
         notes.append(f"resized from {im.width} to {size} px")
         im = im.resize((size, size), Image.BOX if im.width > size else Image.BICUBIC)
     return im, notes
+
+
+def ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray, mask: np.ndarray | None = None,
+         sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al., 2004; Gaussian window, per channel) averaged over ``mask``."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
+    r = max(1, int(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        pad = np.pad(z, ((r, r), (r, r), (0, 0)) if z.ndim == 3 else ((r, r), (r, r)), mode="reflect")
+        z = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, pad)
+        return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, z)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    m = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    if m.ndim == 3:
+        m = m.mean(axis=2)
+    if mask is not None:
+        m = m[np.asarray(mask, bool)]
+    return float(m.mean()) if m.size else float("nan")

@@ -67,6 +67,49 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         self.max_tokens = max_tokens
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.learned: dict[str, torch.Tensor] = {}  # Textual Inversion: word -> input embeddings of its pieces
+
+    # ------------------------------------------------------------------ learned words (Textual Inversion)
+    def word_embeddings(self, word: str) -> torch.Tensor:
+        """The input embeddings ``[pieces, 384]`` the tokenizer gives ``word`` (a copy)."""
+        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        return self.model.get_input_embeddings().weight[ids].detach().clone()
+
+    def set_learned(self, word: str, vectors: torch.Tensor | None) -> None:
+        """Give ``word`` learned input embeddings (``None`` forgets them); cached prompts with it are dropped."""
+        if vectors is None:
+            self.learned.pop(word, None)
+        else:
+            n = len(self.tokenizer(word, add_special_tokens=False)["input_ids"])
+            if tuple(vectors.shape) != (n, EMBED_DIM):
+                raise ValueError(f"{word!r} is {n} word pieces; vectors must have shape ({n}, {EMBED_DIM}), "
+                                 f"got {tuple(vectors.shape)}")
+            self.learned[word] = vectors.detach().clone()
+        self._cache = {k: v for k, v in self._cache.items() if word not in k}
+
+    def encode_with(self, prompts: Sequence[str], word: str, vectors: torch.Tensor) -> TextEmbedding:
+        """Encode ``prompts`` with ``word``'s pieces replaced by ``vectors``, differentiably (no cache).
+
+        This is what Textual Inversion optimises: one new "word" in the frozen encoder's input space.
+        """
+        batch = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt")
+        ids = batch["input_ids"]
+        emb = self.model.get_input_embeddings()(ids)
+        piece_ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        k = len(piece_ids)
+        target = torch.tensor(piece_ids)
+        rows = []
+        for i in range(ids.shape[0]):
+            r = emb[i]
+            for j in range(ids.shape[1] - k + 1):
+                if torch.equal(ids[i, j:j + k], target):
+                    r = torch.cat([r[:j], vectors.to(r.dtype), r[j + k:]])
+            rows.append(r)
+        out = self.model(inputs_embeds=torch.stack(rows), attention_mask=batch["attention_mask"]).last_hidden_state
+        m = batch["attention_mask"].float()
+        pooled = (out * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        return TextEmbedding(out, batch["attention_mask"], pooled)
 
     def tokens(self, prompt: str) -> list[str]:
         """How the tokenizer splits a prompt (word pieces, without [CLS]/[SEP])."""
@@ -78,6 +121,15 @@ class TextEncoder:
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> None:
+        for word, vec in self.learned.items():
+            with_word = [p for p in prompts if word in p]
+            if with_word:
+                e = self.encode_with(with_word, word, vec)
+                for i, p in enumerate(with_word):
+                    self._cache[p] = (e.states[i], e.mask[i], e.pooled[i])
+                prompts = [p for p in prompts if word not in p]
+        if not prompts:
+            return
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

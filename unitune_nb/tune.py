@@ -36,6 +36,9 @@ from .sample import Step
 from .train import diffusion_loss
 
 RARE_TOKEN = "beikkpic"
+# Edit settings used when edit() is not told otherwise; chosen on the edit benchmark's Pareto front
+# (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None = the weights' default.
+EDIT_DEFAULTS = {"guidance_scale": None, "t0": 1.0, "interpolation": 0.0}
 TRAINABLE = ("most", "all", "attention")
 
 
@@ -319,7 +322,7 @@ class UniTune:
 
     # ------------------------------------------------------------------ editing
     def edit(self, prompt: str, guidance_scale: float | None = None, baseline_prompt: str | None = None,
-             t0: float = 1.0, interpolation: float = 0.0, mask=None, seed: int = 0,
+             t0: float | None = None, interpolation: float | None = None, mask=None, seed: int = 0,
              steps: int | dict[str, int] | None = None, stages: Sequence[str] | None = None,
              return_intermediates: bool = False) -> EditResult:
         """Sample an edit of the source from the (tuned) cascade.
@@ -330,10 +333,14 @@ class UniTune:
         source noised to ``t0`` (1 = from pure noise).  ``interpolation`` in [0, 1]: strength of
         blending the source back in outside the estimated edit mask.  ``mask``: a user mask
         (white / 1 = may change) that confines the edit instead.  Same seed, same image.
+        Options left at ``None`` take :data:`EDIT_DEFAULTS` (chosen on the edit benchmark).
         """
         c = self.cascade
         if self.source is None:
             raise ValueError("no source image: call tune(image) (or set_source(image)) first")
+        guidance_scale = EDIT_DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
+        t0 = EDIT_DEFAULTS["t0"] if t0 is None else t0
+        interpolation = EDIT_DEFAULTS["interpolation"] if interpolation is None else interpolation
         c.check_prompt(prompt)
         if baseline_prompt is not None:
             if not isinstance(baseline_prompt, str):

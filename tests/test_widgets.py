@@ -1,0 +1,121 @@
+"""Drive the live editor's widgets the way a user does: set values, click buttons."""
+import io
+
+import ipywidgets as W
+import pytest
+from PIL import Image
+
+from unitune_nb import world
+from unitune_nb.tune import UniTune
+from unitune_nb.widgets import Debouncer, Editor, png_bytes, uploaded_image
+
+
+@pytest.fixture
+def ut(cascade):
+    u = UniTune(cascade)
+    yield u
+    u.reset()
+
+
+@pytest.fixture
+def ed(ut, tmp_path):
+    e = Editor(ut, debounce=0, save_dir=tmp_path / "edits", tune_iters=3)
+    e.guidance.value = 3.0
+    return e
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_editor_starts_with_a_world_scene_and_asks_for_tuning(ed):
+    assert isinstance(ed.widget, W.VBox)
+    assert ed.source_view.value == png_bytes(ed.ut.source)
+    assert ed.needs_tuning
+    blank = ed.result.value
+    ed.full_button.click()  # editing before tuning: a message, not an exception
+    assert "press Tune" in ed.status.value and "#b00020" in ed.status.value
+    assert ed.result.value == blank
+
+
+def test_tune_then_sliders_preview_and_full_resolution(ed):
+    blank = ed.result.value
+    ed.tune_button.click()
+    assert ed.progress.value == ed.progress.max == 3 * 2  # base + sr1
+    assert not ed.needs_tuning
+    first = ed.result.value
+    assert first != blank and ed.last.image.width == 32  # tuning ends with a base-stage preview
+    ed.guidance.value = 8.0
+    assert ed.result.value != first
+    assert ed.history[-1]["guidance_scale"] == 8.0
+    ed.full_button.click()
+    assert ed.last.image.width == 128 and ed.history[-1]["full"]
+    ed.tune_button.click()  # same source and token: no re-tuning
+    assert "already tuned" in ed.status.value
+    ed.rare_token.value = "zorbquix"
+    assert ed.needs_tuning
+
+
+def test_history_click_restores_settings(ed):
+    ed.tune_button.click()
+    ed.t0.value = 0.5
+    ed.prompt.value = "beikkpic on snow"
+    n = len(ed.history)
+    ed.history_box.children[1].children[1].click()  # the second entry: before the prompt change
+    assert ed.prompt.value == ed.history[1]["prompt"] != "beikkpic on snow"
+    assert ed.t0.value == 0.5
+    assert len(ed.history) == n + 1  # restoring previews the restored settings
+
+
+def test_errors_show_in_the_panel(ed, tmp_path):
+    ed.tune_button.click()
+    ed.prompt.value = "   "
+    assert "prompt is empty" in ed.status.value
+    ed.save_button.click()
+    assert "saved" in ed.status.value and len(list((tmp_path / "edits").glob("edit_*.png"))) == 1
+    ed.rare_token.value = ""
+    ed.tune_button.click()
+    assert "rare_token" in ed.status.value and "#b00020" in ed.status.value
+
+
+def test_debounce_runs_only_the_newest_preview(ut, tmp_path):
+    e = Editor(ut, debounce=0.3, save_dir=tmp_path, tune_iters=2)
+    e.tune_button.click()
+    e.debouncer.wait()
+    ran = e.debouncer.ran
+    for g in (2.0, 4.5, 7.0):  # a drag: three values in quick succession
+        e.guidance.value = g
+    e.debouncer.wait()
+    assert e.debouncer.ran == ran + 1
+    assert e.history[-1]["guidance_scale"] == 7.0
+
+
+def test_debouncer_drops_stale_requests():
+    d = Debouncer(0.05)
+    seen = []
+    for i in range(5):
+        d(lambda gen, i=i: seen.append(i))
+    d.wait()
+    assert seen == [4] and d.ran == 1
+
+
+def test_upload_formats_of_ipywidgets_7_and_8():
+    im = world.render(world.random_scene(5), 64)
+    v8 = ({"name": "a.png", "type": "image/png", "size": 1, "content": memoryview(_png(im))},)
+    v7 = {"a.png": {"metadata": {"name": "a.png"}, "content": _png(im)}}
+    assert uploaded_image(v8).tobytes() == im.tobytes()
+    assert uploaded_image(v7).tobytes() == im.tobytes()
+    assert uploaded_image(()) is None
+    with pytest.raises(ValueError, match="upload a PNG or JPEG"):
+        uploaded_image(({"name": "x.txt", "content": b"not an image"},))
+
+
+def test_bad_upload_is_a_message(ed):
+    ed._guard(lambda: ed.set_source(uploaded_image(({"name": "x.txt", "content": b"nope"},))))
+    assert "x.txt" in ed.status.value and "#b00020" in ed.status.value
+    im = world.render(world.random_scene(9), 128).resize((150, 100))  # not square: converted with a note
+    ed.set_source(im)
+    assert "press Tune" in ed.status.value and "#b00020" not in ed.status.value
+    assert ed.needs_tuning and ed.source_view.value == png_bytes(ed.ut.source)
