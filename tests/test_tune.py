@@ -134,11 +134,9 @@ def test_save_and_load_tuned_round_trip(ut, cascade, source, tmp_path):
 
 
 def test_interrupted_tune_leaves_pristine_weights(ut, cascade, source, monkeypatch):
-    import unitune_nb.tune as tune_mod
-
     pristine = _params(cascade, "base")
     calls = {"n": 0}
-    real = tune_mod.diffusion_loss
+    real = cascade.loss
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -146,7 +144,7 @@ def test_interrupted_tune_leaves_pristine_weights(ut, cascade, source, monkeypat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(tune_mod, "diffusion_loss", flaky)
+    monkeypatch.setattr(cascade, "loss", flaky)
     with pytest.raises(KeyboardInterrupt):
         ut.tune(source, stages=("base",), iters=10, progress=False)
     assert _same(pristine, _params(cascade, "base")) and ut.tuned == ()

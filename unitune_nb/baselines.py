@@ -14,13 +14,11 @@ the comparison is fair:
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
-from .cascade import SIZE
-from .train import diffusion_loss
 from .tune import RARE_TOKEN, UniTune
 
 
@@ -74,14 +72,14 @@ def textual_inversion_steps(ut: UniTune, image=None, rare_token: str = RARE_TOKE
     vec = te.word_embeddings(rare_token).requires_grad_(True)
     opt = torch.optim.AdamW([vec], lr=lr, weight_decay=0.0)
     unet = ut.cascade.unets["base"]
-    x0 = ut._source_at(SIZE["base"]).repeat(batch_size, 1, 1, 1)
+    x0 = ut._source_at(ut.cascade.sizes["base"]).repeat(batch_size, 1, 1, 1)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     unet.requires_grad_(False)
     try:
         for _ in range(iters):
             text = te.encode_with([rare_token] * batch_size, rare_token, vec)
-            loss = diffusion_loss(unet, x0, text, None, gen, rng=rng)
+            loss = ut.cascade.loss("base", x0, None, text, gen, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

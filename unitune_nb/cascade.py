@@ -19,13 +19,15 @@ diffusers folder per stage, each loadable by ``UNet2DConditionModel.from_pretrai
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
@@ -144,10 +146,38 @@ class Cascade:
     def stages(self) -> tuple[str, ...]:
         return tuple(self.unets)
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Output size in pixels of each loaded stage."""
+        return {s: SIZE[s] for s in self.unets}
+
+    latent = False  # True where stages denoise latents that a decoder turns into pixels (Stable Diffusion)
+
+    @property
+    def sample_sizes(self) -> dict[str, int]:
+        """Size of what each stage's sampler denoises (pixels here; latents in a latent model)."""
+        return self.sizes
+
+    def stage_context(self, stage: str):
+        """A context in which ``stage`` runs (backends that offload move it to the GPU here)."""
+        return contextlib.nullcontext()
+
+    def prepare_tuning(self, stage: str) -> None:
+        """Called before ``stage`` is fine-tuned (backends up-cast half-precision weights here)."""
+
+    def loss(self, stage: str, x0: torch.Tensor, low: torch.Tensor | None, text: TextEmbedding,
+             generator: torch.Generator | None = None, rng=None, crop: int | None = None,
+             max_noise_level: int = 350) -> torch.Tensor:
+        """The stage's training loss on images ``x0`` in [-1, 1] (UniTune fine-tunes with it)."""
+        from .train import diffusion_loss
+
+        return diffusion_loss(self.unets[stage], x0, text, low, generator, max_noise_level, crop=crop, rng=rng,
+                              residual_scale=self.defaults[stage].get("residual_scale", 1.0))
+
     # ------------------------------------------------------------------ persistence
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, stages: Sequence[str] | None = None,
-                        text_encoder: TextEncoder | None = None) -> "Cascade":
+                        text_encoder: TextEncoder | None = None) -> Cascade:
         """Load a cascade folder (default: the weights shipped in the package)."""
         path = Path(path) if path is not None else default_weights()
         meta_file = path / "unitune_nb.json"
@@ -249,7 +279,7 @@ class Cascade:
     def run(self, text: TextEmbedding, baseline: TextEmbedding, generator: torch.Generator,
             stages: Sequence[str], guidance_scale: float | None = None, steps: dict[str, int] | int | None = None,
             return_intermediates: bool = False, x_init: torch.Tensor | None = None, t0: float = 1.0,
-            progress: bool = False) -> "StageRun":
+            progress: bool = False) -> StageRun:
         """Run ``stages`` in order for already-encoded text (one image).
 
         ``guidance_scale`` applies to the base stage (the SR stages use their defaults);
@@ -266,16 +296,17 @@ class Cascade:
             k = steps if isinstance(steps, int) else (steps or {}).get(s, d["steps"])
             out.settings[s] = {"guidance_scale": g, "steps": k}
             t = time.perf_counter()
-            it = sample(self.unets[s], self.scheduler, text, baseline, guidance_scale=g, steps=k, size=SIZE[s],
+            it = sample(self.unets[s], self.scheduler, text, baseline, guidance_scale=g, steps=k, size=self.sample_sizes[s],
                         generator=generator, low_res=low, noise_level=d.get("noise_level", 0),
-                        residual_scale=d.get("residual_scale", 1.0), x_init=x_init if s == "base" else None, t0=t0 if s == "base" else 1.0)
+                        residual_scale=d.get("residual_scale", 1.0), residual=d.get("residual", True), x_init=x_init if s == "base" else None, t0=t0 if s == "base" else 1.0)
             traj = []
-            for st in tqdm(it, total=k, desc=s, disable=not progress, leave=False):
-                if return_intermediates:
-                    traj.append(Step(st.index, st.t, st.x.clone(), st.x0.clone()))
-                last = st
-            low = last.x.clamp(-1, 1)
-            out.images[s] = low
+            with self.stage_context(s):
+                for st in tqdm(it, total=k, desc=s, disable=not progress, leave=False):
+                    if return_intermediates:
+                        traj.append(Step(st.index, st.t, st.x.clone().cpu(), st.x0.clone().cpu()))
+                    last = st
+            low = last.x if self.latent else last.x.clamp(-1, 1)
+            out.images[s] = low.cpu()
             out.seconds[s] = time.perf_counter() - t
             if return_intermediates:
                 out.intermediates[s] = traj

@@ -131,6 +131,7 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
         d = Path(a.out)
         d.mkdir(parents=True, exist_ok=True)
         (d / "bench_edit.json").write_text(json.dumps({**out, "records": records}, indent=1))
+        (d / "bench_edit_summary.json").write_text(json.dumps(out, indent=1))
         if sweep or summary:
             fig = bench.pareto_figure(out.get("sweep", []), summary, out.get("chosen"))
             fig.savefig(d / "pareto.png", bbox_inches="tight")
@@ -224,10 +225,12 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _add_edit_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--guidance-scale", type=float, default=None, help="base-stage guidance (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="base-stage guidance (default: EDIT_DEFAULTS)")
     p.add_argument("--baseline-prompt", default=None, help="prompt guidance: guide away from this prompt instead of ''")
-    p.add_argument("--t0", type=float, default=1.0, help="late start of the base stage, in (0, 1]; 1 = from noise")
-    p.add_argument("--interpolation", type=float, default=0.0, help="blend the source back in, [0, 1]")
+    p.add_argument("--t0", type=float, default=None, help="late start of the base stage, in (0, 1]; 1 = from noise "
+                   "(default: EDIT_DEFAULTS)")
+    p.add_argument("--interpolation", type=float, default=None, help="blend the source back in, [0, 1] "
+                   "(default: EDIT_DEFAULTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=128, help="tuning iterations per stage")
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
@@ -289,9 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", default="demo")
     dm.add_argument("--scene", type=int, default=2, help="world scene seed")
     _add_edit_flags(dm)
-    # chosen by eye on the first shipped model (sharper edits than the generation default of 2);
-    # the edit benchmark is where such defaults get chosen from data
-    dm.set_defaults(guidance_scale=4.0, t0=0.8)
     dm.set_defaults(func=cmd_demo)
 
     bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
@@ -310,10 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--full", action="store_true", help="tune base + sr1 and score 128 px edits (slower)")
     be.add_argument("--methods", default=None, help="';'-separated row names (default: all); '' = sweep only")
     be.add_argument("--sweep", action="store_true", help="also sweep UniTune's guidance, t0 and interpolation")
-    be.add_argument("--sweep-guidance", default="2,4")
-    be.add_argument("--sweep-t0", default="0.5,0.7,0.85,1.0")
+    be.add_argument("--sweep-guidance", default="4,7")
+    be.add_argument("--sweep-t0", default="0.6,0.75,0.9")
     be.add_argument("--sweep-interpolation", default="0,0.5,1")
-    be.add_argument("--out", default=None, help="folder for bench_edit.json (every record) and pareto.png")
+    be.add_argument("--out", default=None, help="folder for bench_edit.json (every record), bench_edit_summary.json "
+                    "and pareto.png")
     be.set_defaults(func=cmd_bench_edit)
 
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")

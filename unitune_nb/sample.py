@@ -12,8 +12,8 @@ another prompt it is UniTune's *prompt guidance*.  ``t0 < 1`` starts late from a
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ def prepare_low_res(low_res: torch.Tensor, size: int, noise_level: int, schedule
     up = upsample(low_res, size)
     lvl = torch.full((up.shape[0],), int(noise_level), dtype=torch.long, device=up.device)
     if noise_level > 0:
-        noise = torch.randn(up.shape, generator=generator, dtype=up.dtype, device=up.device)
+        noise = torch.randn(up.shape, generator=generator, dtype=torch.float32).to(up.device, up.dtype)
         up = scheduler.add_noise(up, noise, lvl)
     return up, lvl
 
@@ -88,13 +88,15 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
            baseline: TextEmbedding | None = None, guidance_scale: float = 1.0, steps: int = 25,
            size: int = 32, generator: torch.Generator | None = None, low_res: torch.Tensor | None = None,
            noise_level: int = 0, residual_scale: float = 1.0, x_init: torch.Tensor | None = None,
-           t0: float = 1.0) -> Iterator[Step]:
+           t0: float = 1.0, residual: bool = True) -> Iterator[Step]:
     """Denoise one stage, yielding a :class:`Step` after each scheduler step.
 
     ``text`` is the prompt (batch B); ``baseline`` the guidance baseline (the empty prompt for
     CFG, another prompt for prompt guidance), used only when ``guidance_scale != 1``.  For SR
     stages pass ``low_res`` (B, 3, h, w in [-1, 1]), ``noise_level`` and the stage's ``residual_scale``
-    (they diffuse ``(image - upsample(low_res)) * residual_scale``).  ``x_init`` and ``t0 < 1``
+    (they diffuse ``(image - upsample(low_res)) * residual_scale``; ``residual=False`` diffuses the
+    image itself, as DeepFloyd IF's stage II does).  A U-Net that also predicts a variance (twice the
+    channels, as IF's) is guided and stepped on its noise half only, i.e. with a fixed variance.  ``x_init`` and ``t0 < 1``
     start late from ``x_init`` noised to ``t0`` (SDEdit).
     """
     if guidance_scale < 0:
@@ -106,13 +108,15 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
     b = len(text)
     dtype = next(unet.parameters()).dtype
     device = next(unet.parameters()).device
-    shape = (b, 3, size, size)
+    channels = unet.config.in_channels - (low_res.shape[1] if low_res is not None else 0)
+    shape = (b, channels, size, size)
     timesteps = start_timesteps(scheduler, steps, t0 if x_init is not None else 1.0)
     x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
     cond_lr = None
     offset = torch.zeros((), device=device, dtype=dtype)  # SR stages denoise the residual over the upsample
     if low_res is not None:
-        offset = upsample(low_res.to(device, dtype), size)
+        if residual:
+            offset = upsample(low_res.to(device, dtype), size)
         cond_lr, lvl = prepare_low_res(low_res.to(device, dtype), size, noise_level, scheduler, generator)
     if x_init is not None and t0 < 1.0:
         x = scheduler.add_noise((x_init.to(device, dtype) - offset) * residual_scale, x, timesteps[:1].repeat(b))
@@ -123,6 +127,8 @@ def sample(unet: UNet2DConditionModel, scheduler: SchedulerMixin, text: TextEmbe
         lr_in = (torch.cat([cond_lr, cond_lr]) if guided else cond_lr) if cond_lr is not None else None
         lv_in = (torch.cat([lvl, lvl]) if guided else lvl) if cond_lr is not None else None
         out = unet_forward(unet, xin, t, both, lr_in, lv_in)
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance (IF): keep the noise prediction
+            out = out[:, : x.shape[1]]
         if guided:
             base, cond = out.chunk(2)
             out = base + guidance_scale * (cond - base)

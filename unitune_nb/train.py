@@ -16,9 +16,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ class TrainConfig:
     max_noise_level: int = 350  # SR stages: low-res augmentation level drawn from [0, this]
     crop: int | None = None  # SR stages: train on crops of this size (default: half the output)
     residual_scale: float | None = None  # SR stages: default DEFAULTS[stage]["residual_scale"]
+    spike_factor: float = 4.0  # skip an update whose loss is this many times the running mean
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,40 +75,54 @@ def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torc
 
 
 def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbedding, low: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, max_noise_level: int = 350, snr_gamma: float = 5.0,
+                   generator: torch.Generator | None = None, max_noise_level: int = 350, snr_gamma: float | None = 5.0,
                    crop: int | None = None, rng: random.Random | None = None,
-                   residual_scale: float = 1.0) -> torch.Tensor:
-    """The training objective of one stage on a batch: v-prediction MSE with min-SNR weighting.
+                   residual_scale: float = 1.0, scheduler=None, residual: bool = True) -> torch.Tensor:
+    """The training objective of one stage on a batch: MSE on the scheduler's prediction type, min-SNR weighted.
 
     ``low`` (SR stages) is the low-res image; it is upsampled and noised to a random augmentation
     level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  SR stages diffuse
     the residual ``x0 - upsample(low)``: they start from a sharp-less but right-coloured image and
     only learn the detail, which trains far faster on a CPU than predicting the whole image; the
-    residual is multiplied by ``residual_scale`` to bring it to about unit variance.  ``crop`` trains on a
-    random crop of that size.  Used by training and by UniTune's fine-tuning alike.
+    residual is multiplied by ``residual_scale`` to bring it to about unit variance (``residual=False``
+    diffuses the image itself, as DeepFloyd IF's stage II).  ``crop`` trains on a random crop of that
+    size.  ``scheduler`` (default: ours, v-prediction) sets the noise schedule and target;
+    ``snr_gamma=None`` weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
+    trained on its noise half.  Used by training and by UniTune's fine-tuning alike.
     """
-    sched = _SCHED
+    sched = scheduler or _SCHED
+    unet_param = next(unet.parameters())
+    device, dtype = unet_param.device, unet_param.dtype
     b = x0.shape[0]
     lr_in = lvl = None
+    x0 = x0.to(device, torch.float32)
     if low is not None:
         lvl = torch.randint(0, max_noise_level + 1, (b,), generator=generator)
-        up = upsample(low, x0.shape[-1])
-        lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator), lvl)
-        x0 = (x0 - up) * residual_scale  # SR stages model the residual over the (clean) upsample
+        up = upsample(low.to(device, torch.float32), x0.shape[-1])
+        lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator).to(device), lvl.to(device))
+        lvl = lvl.to(device)
+        if residual:
+            x0 = (x0 - up) * residual_scale  # SR stages model the residual over the (clean) upsample
         if crop and crop < x0.shape[-1]:
             rng = rng or random.Random()
             i, j = rng.randrange(x0.shape[-1] - crop + 1), rng.randrange(x0.shape[-1] - crop + 1)
             x0 = x0[..., i:i + crop, j:j + crop]
             lr_in = lr_in[..., i:i + crop, j:j + crop]
-    noise = torch.randn(x0.shape, generator=generator)
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(device)
     xt = sched.add_noise(x0, noise, t)
-    target = sched.get_velocity(x0, noise, t)
-    pred = unet_forward(unet, xt, t, text, lr_in, lvl)
-    alphas = sched.alphas_cumprod
+    kind = sched.config.prediction_type
+    target = sched.get_velocity(x0, noise, t) if kind == "v_prediction" else noise if kind == "epsilon" else x0
+    pred = unet_forward(unet, xt.to(dtype), t, text.to(device, dtype), None if lr_in is None else lr_in.to(dtype), lvl)
+    if pred.shape[1] == 2 * target.shape[1]:  # learned variance (IF): train the noise half
+        pred = pred[:, : target.shape[1]]
+    err = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is None:
+        return err.mean()
+    alphas = sched.alphas_cumprod.to(device)
     snr = alphas[t] / (1 - alphas[t])
-    weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)  # min-SNR for v-prediction
-    return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+    weight = torch.clamp(snr, max=snr_gamma) / ((snr + 1) if kind == "v_prediction" else snr)  # min-SNR
+    return (weight * err).mean()
 
 
 _SCHED = train_scheduler()
@@ -119,6 +134,7 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
     rng = random.Random(cfg.seed * 1_000_003 + start_step)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
     step = start_step
+    avg = None  # running mean of the loss, for the spike guard
     unet.train()
     while True:
         x0, low, caps = make_batch(cfg, rng)
@@ -126,6 +142,14 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
                               cfg.crop, rng, cfg.residual_scale)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
+        value = loss.item()
+        if avg is not None and value > cfg.spike_factor * avg:
+            # a loss spike: skip this update.  One such step destroyed a 5,000-step base run (loss 0.008 -> 0.25,
+            # never recovered), and checkpoints then overwrote the good weights.
+            step += 1
+            yield value
+            continue
+        avg = value if avg is None else 0.98 * avg + 0.02 * value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
@@ -134,7 +158,7 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
         optimizer.step()
         ema.step(unet.parameters())
         step += 1
-        yield loss.item()
+        yield value
 
 
 # ---------------------------------------------------------------------- checkpoints (safetensors only)

@@ -20,25 +20,25 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .cascade import FORMAT, SIZE, Cascade, check_stage
+from .cascade import FORMAT, Cascade, check_stage
 from .images import read_image, square_image, strip, to_pil, to_tensor
 from .interpolation import blend, estimate_mask, mask_to_tensor
 from .sample import Step
-from .train import diffusion_loss
 
 RARE_TOKEN = "beikkpic"
 # Edit settings used when edit() is not told otherwise; chosen on the edit benchmark's Pareto front
-# (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None = the weights' default.
-EDIT_DEFAULTS = {"guidance_scale": None, "t0": 1.0, "interpolation": 0.0}
+# (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None would mean the weights'
+# default for generation (2), which is too weak to pull a tuned model away from its source.
+EDIT_DEFAULTS = {"guidance_scale": 4.0, "t0": 0.7, "interpolation": 0.5}
 TRAINABLE = ("most", "all", "attention")
 
 
@@ -126,7 +126,7 @@ class UniTune:
         """Use ``image`` (path, PIL, array or tensor) as the source; returns the conversion notes."""
         im, notes = read_image(image)
         self._source_shape = (im.height, im.width)  # a user mask may come at this size
-        self.source, more = square_image(im, SIZE[self.cascade.stages[-1]])
+        self.source, more = square_image(im, self.cascade.sizes[self.cascade.stages[-1]])
         notes = notes + more
         self.source_notes = notes
         return notes
@@ -152,7 +152,8 @@ class UniTune:
     # ------------------------------------------------------------------ tuning
     def _snapshot(self, stage: str) -> None:
         if stage not in self._pristine:
-            self._pristine[stage] = {n: p.detach().clone() for n, p in self.cascade.unets[stage].named_parameters()}
+            self._pristine[stage] = {n: p.detach().to("cpu", copy=True)  # on the CPU: no extra GPU memory
+                                     for n, p in self.cascade.unets[stage].named_parameters()}
 
     @torch.no_grad()
     def _restore(self, stage: str) -> None:
@@ -160,7 +161,7 @@ class UniTune:
             for n, p in self.cascade.unets[stage].named_parameters():
                 p.copy_(self._pristine[stage][n])
 
-    def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] = ("base", "sr1"),
+    def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
                    iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str = "adafactor",
                    trainable: str | Callable[[str], bool] = "most", seed: int = 0,
                    max_noise_level: int = 350, sr_crops: bool = True) -> Iterator[TuneStep]:
@@ -172,7 +173,7 @@ class UniTune:
         With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
         trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
         """
-        stages = tuple(stages)
+        stages = tuple(stages) if stages is not None else self.cascade.stages[:2]  # base + first SR, as the paper
         for s in stages:
             check_stage(s)
             if s not in self.cascade.unets:
@@ -198,6 +199,7 @@ class UniTune:
         gen = torch.Generator().manual_seed(seed)
         rng = random.Random(seed)
         for stage in stages:
+            self.cascade.prepare_tuning(stage)
             unet = self.cascade.unets[stage]
             self._snapshot(stage)
             params = [p for n, p in unet.named_parameters() if _select(n, trainable)]
@@ -209,16 +211,17 @@ class UniTune:
                 opt = Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
             else:
                 opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-            size = SIZE[stage]
+            size = self.cascade.sizes[stage]
             x0 = self._source_at(size).repeat(batch_size, 1, 1, 1)
-            low = self._source_at(size // 2).repeat(batch_size, 1, 1, 1) if stage != "base" else None
+            order = self.cascade.stages
+            prev = order[order.index(stage) - 1] if order.index(stage) > 0 else None
+            low = self._source_at(self.cascade.sizes[prev]).repeat(batch_size, 1, 1, 1) if prev else None
             crop = size // 2 if (low is not None and sr_crops) else None  # SR stages are fully convolutional
             for p in params:
                 p.requires_grad_(True)
             try:
                 for i in range(iters):
-                    loss = diffusion_loss(unet, x0, text, low, gen, max_noise_level, crop=crop, rng=rng,
-                                          residual_scale=self.cascade.defaults[stage].get("residual_scale", 1.0))
+                    loss = self.cascade.loss(stage, x0, low, text, gen, rng, crop, max_noise_level)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
                                                  f"reset to its pristine weights. Lower lr (now {lr}).")
@@ -236,13 +239,13 @@ class UniTune:
                     p.requires_grad_(False)
                     p.grad = None
 
-    def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] = ("base", "sr1"), iters: int = 128,
+    def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int = 128,
              batch_size: int = 4, lr: float = 1e-4, optimizer: str = "adafactor",
              trainable: str | Callable[[str], bool] = "most", seed: int = 0, progress: bool = True) -> TuneReport:
         """Fine-tune on (``image``, ``rare_token``) with the paper's defaults; returns a :class:`TuneReport`."""
         from tqdm.auto import tqdm
 
-        stages = tuple(stages)
+        stages = tuple(stages) if stages is not None else self.cascade.stages[:2]
         steps = self.tune_steps(image, rare_token, stages, iters, batch_size, lr, optimizer, trainable, seed)
         report = TuneReport(rare_token, self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str)
                             else [], stages, iters, batch_size, lr, optimizer, {})
@@ -338,9 +341,10 @@ class UniTune:
         c = self.cascade
         if self.source is None:
             raise ValueError("no source image: call tune(image) (or set_source(image)) first")
-        guidance_scale = EDIT_DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
-        t0 = EDIT_DEFAULTS["t0"] if t0 is None else t0
-        interpolation = EDIT_DEFAULTS["interpolation"] if interpolation is None else interpolation
+        d = getattr(c, "edit_defaults", EDIT_DEFAULTS)
+        guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
+        t0 = d["t0"] if t0 is None else t0
+        interpolation = d["interpolation"] if interpolation is None else interpolation
         c.check_prompt(prompt)
         if baseline_prompt is not None:
             if not isinstance(baseline_prompt, str):
@@ -358,13 +362,13 @@ class UniTune:
             warnings.warn("the model is not tuned on the source image: this is plain text-to-image (or SDEdit "
                           "with t0 < 1); call tune(image) first", stacklevel=2)
         stages = c.check_stages(stages)
-        size = SIZE[stages[-1]]
+        size = self.cascade.sizes[stages[-1]]
         m_user = None
         if mask is not None:
             m_user = mask_to_tensor(mask, size, allowed=(self._source_shape or (size, size), (size, size)))
         run = c.run(c.encode(prompt), c.encode(baseline_prompt if baseline_prompt is not None else ""),
                     torch.Generator().manual_seed(seed), stages, guidance_scale, steps, return_intermediates,
-                    x_init=self._source_at(SIZE["base"]) if t0 < 1.0 else None, t0=t0)
+                    x_init=self._source_at(self.cascade.sizes[stages[0]]) if t0 < 1.0 else None, t0=t0)
         imgs, secs, used, inter = run.images, run.seconds, run.settings, run.intermediates
         raw = imgs[stages[-1]]
         src = self._source_at(size)

@@ -1,0 +1,87 @@
+"""The edit benchmark, its cases and scoring, and the Textual Inversion baseline."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unitune_nb import bench, world
+from unitune_nb.baselines import METHODS, forget_inversion, textual_inversion
+from unitune_nb.probe import load_probe
+from unitune_nb.tune import UniTune
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_probe()
+
+
+def test_fixed_case_list_is_what_make_cases_builds():
+    cases = bench.load_cases()
+    assert len(cases) >= 50
+    assert cases == bench.make_cases(len(cases))  # the file pins the list; a change to world shows up here
+    assert {c.kind for c in cases} == set(world.EDIT_KINDS)
+    for c in cases[:12]:
+        assert world.render(c.target, 32).tobytes() != world.render(c.scene, 32).tobytes()
+
+
+def test_scoring_against_the_oracle(probe):
+    cases = bench.load_cases()[:12]
+    right = [bench.score(c, world.render(c.target, 32), probe) for c in cases]
+    unedited = [bench.score(c, world.render(c.scene, 32), probe) for c in cases]
+    assert np.mean([r["success"] for r in right]) >= 0.9
+    assert np.mean([r["success"] for r in unedited]) <= 0.1
+    assert all(r["psnr"] == float("inf") and r["ssim"] == pytest.approx(1.0) for r in right)
+    assert all(r["psnr"] < 40 for r, c in zip(unedited, cases) if c.kind in ("time", "style"))
+
+
+def test_sweep_front_and_default():
+    recs = [{"method": "sweep", "guidance_scale": g, "t0": t, "interpolation": 0.0, "success": s, "psnr": p,
+             "case": 0, "kind": "time", "seed": 0, "edit_s": 0.1}
+            for g, t, s, p in [(2, 1.0, 1.0, 18.0), (2, 0.7, 0.9, 27.0), (4, 0.7, 0.8, 26.0), (4, 0.5, 0.2, 35.0)]]
+    pts = bench.summarize_sweep(recs)
+    assert [p["front"] for p in pts] == [True, True, False, True]
+    assert bench.choose_default(pts)["t0"] == 0.7  # best success among those keeping >= 25 dB
+
+
+def test_encode_with_own_embeddings_matches_plain_encoding(text_encoder):
+    word = "beikkpic"
+    vec = text_encoder.word_embeddings(word)
+    a = text_encoder.encode_with([f"{word} at night", "a red car"], word, vec)
+    b = text_encoder([f"{word} at night", "a red car"])
+    assert torch.allclose(a.states, b.states, atol=1e-5) and torch.allclose(a.pooled, b.pooled, atol=1e-5)
+    with pytest.raises(ValueError, match="word pieces"):
+        text_encoder.set_learned(word, torch.zeros(1, 7))
+
+
+def test_textual_inversion_learns_only_the_token(cascade, text_encoder):
+    ut = UniTune(cascade)
+    before = {n: p.detach().clone() for n, p in cascade.unets["base"].named_parameters()}
+    plain = text_encoder("beikkpic at night").pooled.clone()
+    other = text_encoder("a red car at night").pooled.clone()
+    try:
+        losses = textual_inversion(ut, world.render(world.random_scene(3), 128), iters=6)
+        assert len(losses) == 6 and all(np.isfinite(losses))
+        assert not torch.allclose(text_encoder("beikkpic at night").pooled, plain)
+        assert torch.equal(text_encoder("a red car at night").pooled, other)
+        assert all(torch.equal(p, before[n]) for n, p in cascade.unets["base"].named_parameters())
+        assert not ut.tuned
+    finally:
+        forget_inversion(ut)
+    assert torch.allclose(text_encoder("beikkpic at night").pooled, plain)
+
+
+def test_bench_edit_quick_cli(tmp_path, capsys):
+    from unitune_nb.cli import main
+
+    assert main(["bench-edit", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for m in METHODS:
+        assert f"| {m.name} |" in out
+    data = json.loads((tmp_path / "bench_edit.json").read_text())
+    assert data["cases"] == 4 and len(data["records"]) == 4 * len(METHODS)
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    sd = [r for r in data["records"] if r["method"] == "SDEdit"]
+    t2i = [r for r in data["records"] if r["method"] == "plain text-to-image"]
+    # starting late from the source keeps far more of it than sampling from noise
+    assert np.mean([r["psnr"] for r in sd]) > np.mean([r["psnr"] for r in t2i]) + 2
