@@ -1,0 +1,97 @@
+"""Drive the live editor in JupyterLab with Debian Chromium (Playwright); print the checks as JSON.
+
+Run by tests/test_browser.py in its own process (Playwright's event loop stalled inside pytest's).
+Usage: python tests/browser_editor.py SCREENSHOT.png
+"""
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+CELLS = [
+    "import torch\ntorch.set_num_threads(1)\nfrom unitune_nb import UniTune\nfrom unitune_nb.widgets import Editor",
+    "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=4, debounce=0.1)\ned",
+]
+SRC = "document.querySelectorAll('.widget-image')[1].getAttribute('src')"
+
+
+def wait_js(page, expr: str, timeout: float = 60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = page.evaluate(expr)
+        if value:
+            return value
+        time.sleep(0.3)
+    raise TimeoutError(f"still false after {timeout:.0f} s: {expr}")
+
+
+def main(shot: Path, chromium: str = CHROMIUM) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp())
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
+                    for c in CELLS],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp / "editor.ipynb").write_text(json.dumps(nb))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "unitune-test"
+    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
+                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
+                            "--LabApp.expose_app_in_browser=True"],
+                           stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    res = {}
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(f"{url}/lab/tree/editor.ipynb?token={token}")
+            wait_js(page, "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))", 120)
+            wait_js(page, "document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
+                          " === 'idle'", 120)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            wait_js(page, "document.querySelectorAll('.widget-image').length >= 3", 180)
+            before = page.evaluate(SRC)
+            page.get_by_role("button", name="Tune").click()
+            wait_js(page, "document.body.innerText.includes('tuned in')", 300)
+            after_tune = wait_js(page, f"{SRC} !== {json.dumps(before)} && {SRC}", 120)
+            res["image_changed_after_tune"] = after_tune != before
+            handle = page.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
+            handle.focus()
+            for _ in range(4):  # guidance scale up four steps, as a drag would
+                page.keyboard.press("ArrowRight")
+            after_slider = wait_js(page, f"{SRC} !== {json.dumps(after_tune)} && {SRC}", 120)
+            res["image_changed_after_slider"] = after_slider != after_tune
+            res["status"] = wait_js(page, "Array.from(document.querySelectorAll('.widget-html'))"
+                                          ".map(e => e.innerText).join(' | ')", 10)
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.locator(".jp-OutputArea-output").last.screenshot(path=str(shot))
+            res["screenshot_bytes"] = shot.stat().st_size
+            browser.close()
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(20)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]), *(sys.argv[2:3]))))
