@@ -35,7 +35,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
 from .cascade import Cascade, StageRun
-from .text import TextEmbedding
+from .text import TextEmbedding, prompt_list
 
 IF_STAGE_I = "DeepFloyd/IF-I-M-v1.0"
 IF_STAGE_II = "DeepFloyd/IF-II-M-v1.0"
@@ -88,10 +88,7 @@ class PromptEncoder:
             self._cache[p] = s
 
     def __call__(self, prompts: str | Sequence[str]) -> TextEmbedding:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts must be strings")
+        prompts = prompt_list(prompts)
         new = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if new:
             self._encode(new)

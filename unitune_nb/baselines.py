@@ -61,12 +61,7 @@ def textual_inversion_steps(ut: UniTune, image=None, rare_token: str = RARE_TOKE
     """
     if iters < 1 or batch_size < 1:
         raise ValueError(f"iters and batch_size must be >= 1, got iters={iters}, batch_size={batch_size}")
-    ut.check_rare_token(rare_token)
-    if image is not None:
-        ut.set_source(image)
-    if ut.source is None:
-        raise ValueError("no source image: pass image= (a path, PIL image, array or tensor)")
-    ut.reset()
+    ut.start_tuning(image, rare_token)
     te = ut.cascade.text_encoder
     te.set_learned(rare_token, None)
     vec = te.word_embeddings(rare_token).requires_grad_(True)

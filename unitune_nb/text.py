@@ -54,6 +54,16 @@ class TextEmbedding:
         return TextEmbedding(self.states.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype))
 
 
+def prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """One prompt or several, as a list of strings (a clear error for anything else)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings")
+    return prompts
+
+
 class TextEncoder:
     """Frozen all-MiniLM-L6-v2 with a cache: each distinct prompt is encoded once."""
 
@@ -140,10 +150,7 @@ class TextEncoder:
 
     def __call__(self, prompts: str | Sequence[str]) -> TextEmbedding:
         """Encode one prompt or a list; over-long prompts are cut to ``max_tokens`` with a warning."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts must be strings")
+        prompts = prompt_list(prompts)
         new = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         for p in new:
             n = len(self.tokenizer.tokenize(p)) + 2

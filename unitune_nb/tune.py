@@ -150,6 +150,16 @@ class UniTune:
         return tokens
 
     # ------------------------------------------------------------------ tuning
+    def start_tuning(self, image, rare_token: str) -> None:
+        """Checks shared by every tuning method: the rare token, the source (``image`` or the current
+        one), then the pristine weights back."""
+        self.check_rare_token(rare_token)
+        if image is not None:
+            self.set_source(image)
+        if self.source is None:
+            raise ValueError("no source image: pass image= (a path, PIL image, array or tensor)")
+        self.reset()
+
     def _snapshot(self, stage: str) -> None:
         if stage not in self._pristine:
             self._pristine[stage] = {n: p.detach().to("cpu", copy=True)  # on the CPU: no extra GPU memory
@@ -188,12 +198,7 @@ class UniTune:
             raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {optimizer!r}")
         if not callable(trainable) and trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE} or a function of the parameter name")
-        self.check_rare_token(rare_token)
-        if image is not None:
-            self.set_source(image)
-        if self.source is None:
-            raise ValueError("no source image: pass image= (a path, PIL image, array or tensor)")
-        self.reset()
+        self.start_tuning(image, rare_token)
         self.rare_token = rare_token
         text = self.cascade.encode([rare_token] * batch_size)
         gen = torch.Generator().manual_seed(seed)
