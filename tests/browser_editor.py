@@ -65,8 +65,15 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
             wait_js(page, "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))", 120)
             wait_js(page, "document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
                           " === 'idle'", 120)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            wait_js(page, "document.querySelectorAll('.widget-image').length >= 3", 180)
+            for attempt in range(2):  # a run-all sent while the kernel still starts can be lost: send it again
+                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                try:
+                    wait_js(page, "document.querySelectorAll('.widget-image').length >= 3", 120)
+                    break
+                except TimeoutError:
+                    page.screenshot(path=str(shot.with_suffix(".failed.png")))
+                    if attempt:
+                        raise
             before = page.evaluate(SRC)
             page.get_by_role("button", name="Tune").click()
             wait_js(page, "document.body.innerText.includes('tuned in')", 300)
