@@ -66,7 +66,11 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
             wait_js(page, "document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
                           " === 'idle'", 120)
             for attempt in range(2):  # a run-all sent while the kernel still starts can be lost: send it again
-                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                accept = page.locator(".jp-Dialog .jp-mod-accept")  # e.g. a kernel chooser: take its default
+                if accept.count():
+                    accept.first.click()
+                # do not await the command's promise: it can wait on a dialog forever
+                page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
                 try:
                     wait_js(page, "document.querySelectorAll('.widget-image').length >= 3", 120)
                     break
