@@ -4,6 +4,7 @@ Run by tests/test_browser.py in its own process (Playwright's event loop stalled
 Usage: python tests/browser_editor.py SCREENSHOT.png
 """
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,10 @@ CELLS = [
     "import torch\ntorch.set_num_threads(1)\nfrom unitune_nb import UniTune\nfrom unitune_nb.widgets import Editor",
     "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=4, debounce=0.1)\ned",
 ]
+SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+}
 SRC = "document.querySelectorAll('.widget-image')[1].getAttribute('src')"
 
 
@@ -32,6 +37,31 @@ def wait_js(page, expr: str, timeout: float = 60.0):
     raise TimeoutError(f"still false after {timeout:.0f} s: {expr}")
 
 
+def run_all(page, shot: Path, timeout: float = 300.0) -> None:
+    """Run every cell until the editor is displayed.
+
+    Accepts any dialog (e.g. a kernel chooser) with its default, and sends run-all again when the kernel
+    is idle but the editor is not there (a run-all sent while the kernel still starts can be lost).
+    """
+    end = time.monotonic() + timeout
+    sent = -1e9
+    while time.monotonic() < end:
+        if page.evaluate("document.querySelectorAll('.widget-image').length >= 3"):
+            return
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        idle = page.evaluate("document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
+                             " === 'idle' && !document.body.innerText.includes('[*]')")
+        if idle and time.monotonic() - sent > 30:
+            # do not await the command's promise: it can wait on a dialog forever
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            sent = time.monotonic()
+        time.sleep(1.0)
+    page.screenshot(path=str(shot.with_suffix(".failed.png")))
+    raise TimeoutError(f"the editor did not appear within {timeout:.0f} s")
+
+
 def main(shot: Path, chromium: str = CHROMIUM) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -41,6 +71,14 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (tmp / "editor.ipynb").write_text(json.dumps(nb))
+    # a fresh, isolated JupyterLab profile: no saved workspace, no news pop-up, and the notebook's kernel
+    # starts without the "Select Kernel" dialog (which appeared, under load, and blocked run-all)
+    settings = tmp / "lab-settings"
+    for name, value in SETTINGS.items():
+        f = settings / f"{name}.jupyterlab-settings"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(value))
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-ws"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -48,7 +86,7 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
     lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
                             "--LabApp.expose_app_in_browser=True"],
-                           stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT)
+                           stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     res = {}
     try:
@@ -65,19 +103,7 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
             wait_js(page, "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))", 120)
             wait_js(page, "document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
                           " === 'idle'", 120)
-            for attempt in range(2):  # a run-all sent while the kernel still starts can be lost: send it again
-                accept = page.locator(".jp-Dialog .jp-mod-accept")  # e.g. a kernel chooser: take its default
-                if accept.count():
-                    accept.first.click()
-                # do not await the command's promise: it can wait on a dialog forever
-                page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
-                try:
-                    wait_js(page, "document.querySelectorAll('.widget-image').length >= 3", 120)
-                    break
-                except TimeoutError:
-                    page.screenshot(path=str(shot.with_suffix(".failed.png")))
-                    if attempt:
-                        raise
+            run_all(page, shot)
             before = page.evaluate(SRC)
             page.get_by_role("button", name="Tune").click()
             wait_js(page, "document.body.innerText.includes('tuned in')", 300)

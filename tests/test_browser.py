@@ -16,9 +16,6 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
-@pytest.mark.skipif(os.environ.get("UNITUNE_BROWSER_TEST") != "1",
-                    reason="set UNITUNE_BROWSER_TEST=1 to run it: inside the CI run the JupyterLab page did not "
-                           "execute the notebook's cells (it passes when run on its own); being investigated")
 def test_editor_tunes_and_slider_changes_the_image_in_chromium(tmp_path):
     pytest.importorskip("playwright.sync_api")
     shot = Path(os.environ.get("UNITUNE_EDITOR_SCREENSHOT", tmp_path / "editor.png"))
