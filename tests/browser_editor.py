@@ -1,7 +1,8 @@
 """Drive the live editor in JupyterLab with Debian Chromium (Playwright); print the checks as JSON.
 
 Run by tests/test_browser.py in its own process (Playwright's event loop stalled inside pytest's).
-Usage: python tests/browser_editor.py SCREENSHOT.png
+Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook]]
+(``notebook`` is Notebook 7, the successor of the classic Notebook.)
 """
 import json
 import os
@@ -23,6 +24,12 @@ CELLS = [
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+}
+# JupyterLab and Notebook 7 share the application object: ask it, not app-specific DOM, about the kernel
+KERNEL_IDLE = "window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'"
+APPS = {  # how to start each front end and where it opens a notebook
+    "lab": (["jupyterlab", "--LabApp.expose_app_in_browser=True"], "/lab/tree/editor.ipynb"),
+    "notebook": (["notebook", "--JupyterNotebookApp.expose_app_in_browser=True"], "/notebooks/editor.ipynb"),
 }
 SRC = "document.querySelectorAll('.widget-image')[1].getAttribute('src')"
 
@@ -51,8 +58,7 @@ def run_all(page, shot: Path, timeout: float = 300.0) -> None:
         accept = page.locator(".jp-Dialog .jp-mod-accept")
         if accept.count():
             accept.first.click()
-        idle = page.evaluate("document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
-                             " === 'idle' && !document.body.innerText.includes('[*]')")
+        idle = page.evaluate(f"{KERNEL_IDLE} && !document.body.innerText.includes('[*]')")
         if idle and time.monotonic() - sent > 30:
             # do not await the command's promise: it can wait on a dialog forever
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
@@ -62,7 +68,7 @@ def run_all(page, shot: Path, timeout: float = 300.0) -> None:
     raise TimeoutError(f"the editor did not appear within {timeout:.0f} s")
 
 
-def main(shot: Path, chromium: str = CHROMIUM) -> dict:
+def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp())
@@ -83,9 +89,9 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     token = "unitune-test"
-    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
-                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
-                            "--LabApp.expose_app_in_browser=True"],
+    (module, *options), path = APPS[app]
+    lab = subprocess.Popen([sys.executable, "-m", module, "--no-browser", f"--port={port}", "--allow-root",
+                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}", *options],
                            stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     res = {}
@@ -99,10 +105,9 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(f"{url}/lab/tree/editor.ipynb?token={token}")
+            page.goto(f"{url}{path}?token={token}")
             wait_js(page, "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))", 120)
-            wait_js(page, "document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
-                          " === 'idle'", 120)
+            wait_js(page, KERNEL_IDLE, 120)
             run_all(page, shot)
             before = page.evaluate(SRC)
             page.get_by_role("button", name="Tune").click()
@@ -110,9 +115,12 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
             after_tune = wait_js(page, f"{SRC} !== {json.dumps(before)} && {SRC}", 120)
             res["image_changed_after_tune"] = after_tune != before
             handle = page.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
-            handle.focus()
-            for _ in range(4):  # guidance scale up four steps, as a drag would
-                page.keyboard.press("ArrowRight")
+            box = handle.bounding_box()  # drag the guidance-scale handle to the right, as a user would
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            for dx in (10, 20, 30, 40):
+                page.mouse.move(box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2)
+            page.mouse.up()
             after_slider = wait_js(page, f"{SRC} !== {json.dumps(after_tune)} && {SRC}", 120)
             res["image_changed_after_slider"] = after_slider != after_tune
             res["status"] = wait_js(page, "Array.from(document.querySelectorAll('.widget-html'))"
@@ -131,4 +139,4 @@ def main(shot: Path, chromium: str = CHROMIUM) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), *(sys.argv[2:3]))))
+    print(json.dumps(main(Path(sys.argv[1]), *sys.argv[2:4])))

@@ -1,4 +1,4 @@
-"""The live editor in a real browser: JupyterLab on localhost, Debian Chromium driven by Playwright.
+"""The live editor in a real browser: JupyterLab 4 and Notebook 7 on localhost, Debian Chromium driven by Playwright.
 
 tests/browser_editor.py runs the editor notebook, clicks Tune, moves a slider and reports whether
 the displayed edit changed.  Skips cleanly where Chromium or Playwright is missing (CI installs
@@ -16,14 +16,16 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
-def test_editor_tunes_and_slider_changes_the_image_in_chromium(tmp_path):
+@pytest.mark.parametrize("app", ["lab", "notebook"])  # JupyterLab 4 and Notebook 7
+def test_editor_tunes_and_slider_changes_the_image_in_chromium(tmp_path, app):
     pytest.importorskip("playwright.sync_api")
-    shot = Path(os.environ.get("UNITUNE_EDITOR_SCREENSHOT", tmp_path / "editor.png"))
+    shot = Path(os.environ.get("UNITUNE_EDITOR_SCREENSHOT", tmp_path / "editor.png")) if app == "lab" \
+        else tmp_path / "editor.png"
     script = Path(__file__).with_name("browser_editor.py")
     # without pytest's PYTEST_* variables (with them set the page never finished loading in JupyterLab 4.6)
     # and without CI, which changes nothing we test but was seen beside a stalled run
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != "CI"}
-    out = subprocess.run([sys.executable, str(script), str(shot), CHROMIUM], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(script), str(shot), CHROMIUM, app], capture_output=True, text=True,
                          timeout=600, check=False, env=env, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
