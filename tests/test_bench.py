@@ -85,3 +85,22 @@ def test_bench_edit_quick_cli(tmp_path, capsys):
     t2i = [r for r in data["records"] if r["method"] == "plain text-to-image"]
     # starting late from the source keeps far more of it than sampling from noise
     assert np.mean([r["psnr"] for r in sd]) > np.mean([r["psnr"] for r in t2i]) + 2
+
+
+def test_iteration_sweep_reads_one_tuning_run_at_each_count():
+    cases = bench.load_cases()[:1]
+    recs = list(bench.bench_edit_steps(cases, seeds=2, iters=6, methods=["UniTune"], sweep_iters=[3, 6]))
+    its = [r for r in recs if r["method"] == "iters"]
+    assert sorted({(r["iters"], r["seed"]) for r in its}) == [(3, 0), (3, 1), (6, 0), (6, 1)]
+    # the read at 6 iterations is the same model, seed and settings as the UniTune row tuned for 6
+    row = {r["seed"]: r for r in recs if r["method"] == "UniTune"}
+    for r in its:
+        if r["iters"] == 6:
+            assert r["psnr"] == pytest.approx(row[r["seed"]]["psnr"]) and r["success"] == row[r["seed"]]["success"]
+    t3, t6 = ({r["prep_s"] for r in its if r["iters"] == k}.pop() for k in (3, 6))
+    assert 0 < t3 < t6
+    summary = bench.summarize_iters(recs)
+    assert [s["iters"] for s in summary] == [3, 6] and all(s["n"] == 2 for s in summary)
+    assert "iters" not in {name for name in bench.summarize(recs)}  # the rows' table keeps to the rows
+    with pytest.raises(ValueError, match="base stage only"):
+        next(bench.bench_edit_steps(cases, full=True, sweep_iters=[3]))

@@ -206,9 +206,33 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
             "baseline_prompt": rare_token if m.prompt_guidance else None}
 
 
+def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
+          rare_token: str, prep: float, sweep: dict | None) -> Iterator[dict]:
+    """The benchmark rows that edit with ``model`` (and the settings grid on the tuned one)."""
+    pristine_prompt = world.caption(case.target)
+    for m in rows:
+        if m.model != model:
+            continue
+        prompt = f"{rare_token} {case.prompt}" if m.rare else pristine_prompt
+        st = method_settings(m, d, rare_token)
+        for seed in range(seeds):
+            im, secs = _edit(ut, prompt, st, seed, stages)
+            yield {"case": ci, "kind": case.kind, "method": m.name, "seed": seed, "prep_s": prep,
+                   "edit_s": secs, **score(case, im, probe)}
+    if model == "tuned" and sweep:
+        grid = itertools.product(sweep.get("guidance_scale", [d["guidance_scale"]]),
+                                 sweep.get("t0", [d["t0"]]), sweep.get("interpolation", [d["interpolation"]]))
+        for g, t0, a in grid:
+            st = {"guidance_scale": g, "t0": t0, "interpolation": a, "baseline_prompt": None}
+            im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, 0, stages)
+            yield {"case": ci, "kind": case.kind, "method": "sweep", "seed": 0, "guidance_scale": g,
+                   "t0": t0, "interpolation": a, "edit_s": secs, **score(case, im, probe)}
+
+
 def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int = 128, ti_iters: int = 128,
                      full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
-                     rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None) -> Iterator[dict]:
+                     rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
+                     sweep_iters: Sequence[int] | None = None) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
     Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
@@ -217,6 +241,9 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     ``sweep`` (``{"guidance_scale": [...], "t0": [...], "interpolation": [...]}``) also scores that
     grid of UniTune settings (seed 0) on the tuned model, records marked ``method="sweep"``.
     ``methods`` restricts the rows (names from :data:`~unitune_nb.baselines.METHODS`; ``[]`` = sweep only).
+    ``sweep_iters`` (e.g. ``[16, 32, 64, 128]``) scores UniTune's default settings, every seed, after that
+    many tuning iterations, records marked ``method="iters"``: one tuning run per case, read at each count
+    (the tuning loop is a generator), so the sweep costs the longest count, not the sum.
     """
     from .baselines import METHODS, forget_inversion, textual_inversion
     from .probe import load_probe
@@ -232,37 +259,43 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     unknown = set(methods or ()) - {m.name for m in METHODS}
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {[m.name for m in METHODS]}")
-    models = [x for x in ("pristine", "inverted", "tuned") if any(m.model == x for m in rows) or (x == "tuned" and sweep)]
+    sweep_iters = sorted({int(k) for k in sweep_iters or ()})
+    if sweep_iters and (full or sweep_iters[0] < 1):
+        raise ValueError("sweep_iters needs positive counts and works on the base stage only (leave out full=True)")
+    models = [x for x in ("pristine", "inverted", "tuned")
+              if any(m.model == x for m in rows) or (x == "tuned" and (sweep or sweep_iters))]
     for ci, case in enumerate(cases):
         source = world.render(case.scene, 128)
-        pristine_prompt = world.caption(case.target)
         for model in models:
             forget_inversion(ut, rare_token)
             ut.reset()
             ut.set_source(source)
-            t = time.perf_counter()
-            if model == "inverted":
-                textual_inversion(ut, None, rare_token, iters=ti_iters)
-            elif model == "tuned":
-                list(ut.tune_steps(None, rare_token, stages=stages[:2], iters=iters))
-            prep = time.perf_counter() - t
-            for m in rows:
-                if m.model != model:
-                    continue
-                prompt = f"{rare_token} {case.prompt}" if m.rare else pristine_prompt
-                st = method_settings(m, d, rare_token)
-                for seed in range(seeds):
-                    im, secs = _edit(ut, prompt, st, seed, stages)
-                    yield {"case": ci, "kind": case.kind, "method": m.name, "seed": seed, "prep_s": prep,
-                           "edit_s": secs, **score(case, im, probe)}
-            if model == "tuned" and sweep:
-                grid = itertools.product(sweep.get("guidance_scale", [d["guidance_scale"]]),
-                                         sweep.get("t0", [d["t0"]]), sweep.get("interpolation", [d["interpolation"]]))
-                for g, t0, a in grid:
-                    st = {"guidance_scale": g, "t0": t0, "interpolation": a, "baseline_prompt": None}
-                    im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, 0, stages)
-                    yield {"case": ci, "kind": case.kind, "method": "sweep", "seed": 0, "guidance_scale": g,
-                           "t0": t0, "interpolation": a, "edit_s": secs, **score(case, im, probe)}
+            if model != "tuned":
+                t = time.perf_counter()
+                if model == "inverted":
+                    textual_inversion(ut, None, rare_token, iters=ti_iters)
+                yield from _rows(ut, case, ci, model, rows, d, seeds, stages, probe, rare_token,
+                                 time.perf_counter() - t, sweep)
+                continue
+            # one tuning run, read after each count of sweep_iters and at `iters` for the rows
+            marks = sorted(set(sweep_iters) | {iters})
+            tuning = ut.tune_steps(None, rare_token, stages=stages[:2], iters=marks[-1])
+            prep, done = 0.0, 0
+            for k in marks:
+                t = time.perf_counter()
+                for _ in tuning:  # the last mark runs the loop to its end (its clean-up included)
+                    done += 1
+                    if done >= k and k != marks[-1]:
+                        break
+                prep += time.perf_counter() - t  # tuning seconds so far; edits do not count
+                if k in sweep_iters:
+                    st = method_settings(METHODS[0], d, rare_token)  # UniTune with the defaults
+                    for seed in range(seeds):
+                        im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, seed, stages)
+                        yield {"case": ci, "kind": case.kind, "method": "iters", "iters": k, "seed": seed,
+                               "prep_s": prep, "edit_s": secs, **score(case, im, probe)}
+                if k == iters:
+                    yield from _rows(ut, case, ci, model, rows, d, seeds, stages, probe, rare_token, prep, sweep)
         forget_inversion(ut, rare_token)
         ut.reset()
 
@@ -270,7 +303,7 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
 def summarize(records: Sequence[dict]) -> dict:
     """Per method: mean and spread (std over seeds) of success, PSNR, SSIM, identity, seconds."""
     out = {}
-    rows = [r for r in records if r["method"] != "sweep"]
+    rows = [r for r in records if r["method"] not in ("sweep", "iters")]
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
         per_seed = {}
@@ -288,6 +321,20 @@ def summarize(records: Sequence[dict]) -> dict:
         stats["by_kind"] = {k: float(np.mean([r["success"] for r in rs if r["kind"] == k]))
                             for k in dict.fromkeys(r["kind"] for r in rs)}
         out[name] = stats
+    return out
+
+
+def summarize_iters(records: Sequence[dict]) -> list[dict]:
+    """Per tuning-iteration count: UniTune's default-settings success and PSNR (mean, std over seeds), tune seconds."""
+    out = []
+    rs = [r for r in records if r["method"] == "iters"]
+    for k in sorted({r["iters"] for r in rs}):
+        rk = [r for r in rs if r["iters"] == k]
+        row = {"iters": k, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk]))}
+        for key in ("success", "psnr", "ssim", "identity"):
+            per_seed = [np.nanmean([r[key] for r in rk if r["seed"] == s]) for s in sorted({r["seed"] for r in rk})]
+            row[key] = (float(np.mean(per_seed)), float(np.std(per_seed)))
+        out.append(row)
     return out
 
 

@@ -25,7 +25,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,6 +276,24 @@ class Cascade:
             raise ValueError(f"stages run in order from 'base'; this cascade has {self.stages}, got {stages}")
         return stages
 
+    def stage_sampler(self, stage: str, text: TextEmbedding, baseline: TextEmbedding | None,
+                      generator: torch.Generator, low: torch.Tensor | None = None, guidance_scale: float | None = None,
+                      steps: int | None = None, x_init: torch.Tensor | None = None,
+                      t0: float = 1.0) -> tuple[Iterator, dict]:
+        """The DDIM sampler of one stage with that stage's settings (noise level, residual, sizes), and the
+        guidance scale / step count it uses (``None``: the stage's defaults).  ``low`` is the previous
+        stage's output for an SR stage; ``x_init`` / ``t0 < 1`` start late (SDEdit).  The one place a
+        stage's sampling is set up: ``run`` and the SR evaluation both call it.
+        """
+        d = self.defaults[stage]
+        g = d["guidance_scale"] if guidance_scale is None else guidance_scale
+        k = d["steps"] if steps is None else steps
+        it = sample(self.unets[stage], self.scheduler, text, baseline, guidance_scale=g, steps=k,
+                    size=self.sample_sizes[stage], generator=generator, low_res=low,
+                    noise_level=d.get("noise_level", 0), residual_scale=d.get("residual_scale", 1.0),
+                    residual=d.get("residual", True), x_init=x_init, t0=t0)
+        return it, {"guidance_scale": g, "steps": k}
+
     def run(self, text: TextEmbedding, baseline: TextEmbedding, generator: torch.Generator,
             stages: Sequence[str], guidance_scale: float | None = None, steps: dict[str, int] | int | None = None,
             return_intermediates: bool = False, x_init: torch.Tensor | None = None, t0: float = 1.0,
@@ -291,14 +309,13 @@ class Cascade:
         out = StageRun()
         low = None
         for s in stages:
-            d = self.defaults[s]
-            g = d["guidance_scale"] if (guidance_scale is None or s != "base") else guidance_scale
-            k = steps if isinstance(steps, int) else (steps or {}).get(s, d["steps"])
-            out.settings[s] = {"guidance_scale": g, "steps": k}
+            first = s == self.stages[0]
             t = time.perf_counter()
-            it = sample(self.unets[s], self.scheduler, text, baseline, guidance_scale=g, steps=k, size=self.sample_sizes[s],
-                        generator=generator, low_res=low, noise_level=d.get("noise_level", 0),
-                        residual_scale=d.get("residual_scale", 1.0), residual=d.get("residual", True), x_init=x_init if s == "base" else None, t0=t0 if s == "base" else 1.0)
+            it, out.settings[s] = self.stage_sampler(s, text, baseline, generator, low,
+                                                     guidance_scale if first else None,
+                                                     steps if isinstance(steps, int) else (steps or {}).get(s),
+                                                     x_init if first else None, t0 if first else 1.0)
+            k = out.settings[s]["steps"]
             traj = []
             with self.stage_context(s):
                 for st in tqdm(it, total=k, desc=s, disable=not progress, leave=False):

@@ -109,9 +109,11 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
     methods = None if a.methods is None else [m for m in a.methods.split(";") if m]
     rows_n = len(METHODS if methods is None else methods) * a.seeds
     grid_n = int(np.prod([len(v) for v in sweep.values()])) if sweep else 0
+    sweep_iters = [int(x) for x in a.sweep_iters.split(",")] if a.sweep_iters else None
+    iters_n = len(set(sweep_iters or ())) * a.seeds
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
-                                   sweep=sweep, methods=methods)
-    records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n), desc="bench-edit"))
+                                   sweep=sweep, methods=methods, sweep_iters=sweep_iters)
+    records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n), desc="bench-edit"))
     summary = bench.summarize(records)
     if summary:
         print(bench.format_edit(summary))
@@ -127,6 +129,12 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
                   f"{p['psnr']:.1f} | {'*' if p['front'] else ''} |")
         print(f"\ndefault chosen on the front: guidance {chosen['guidance_scale']:g}, t0 {chosen['t0']:g}, "
               f"interpolation {chosen['interpolation']:g} (success {chosen['success']:.2f}, PSNR {chosen['psnr']:.1f})")
+    if sweep_iters:
+        out["iters_sweep"] = bench.summarize_iters(records)
+        print("\n| tuning iterations | success | PSNR outside mask (dB) | SSIM | tune s |\n|---|---|---|---|---|")
+        for r in out["iters_sweep"]:
+            print(f"| {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | {r['psnr'][0]:.1f} ± "
+                  f"{r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |")
     if a.out:
         d = Path(a.out)
         d.mkdir(parents=True, exist_ok=True)
@@ -313,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sweep-guidance", default="4,7")
     be.add_argument("--sweep-t0", default="0.6,0.75,0.9")
     be.add_argument("--sweep-interpolation", default="0,0.5,1")
+    be.add_argument("--sweep-iters", default=None,
+                    help="comma-separated tuning iteration counts (e.g. 16,32,64,128): UniTune's defaults scored "
+                         "after each, from one tuning run per case (base stage only)")
     be.add_argument("--out", default=None, help="folder for bench_edit.json (every record), bench_edit_summary.json "
                     "and pareto.png")
     be.set_defaults(func=cmd_bench_edit)

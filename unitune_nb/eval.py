@@ -20,7 +20,7 @@ from . import world
 from .cascade import SIZE, Cascade
 from .images import psnr, to_pil, to_tensor
 from .probe import check, load_probe
-from .sample import run, sample
+from .sample import run
 
 # Evaluation scenes come from fixed seeds from here on.  Training draws fresh random 31-bit seeds, so a
 # given evaluation scene was seen in training with probability ~ steps * batch / 2**31 (< 1e-4 here);
@@ -73,8 +73,7 @@ def text_following(cascade: Cascade, n: int = 240, guidance_scale: float | None 
         caps = [c for _, c in pairs[i:i + batch]]
         text = cascade.encode(caps)
         empty = cascade.encode([""] * len(caps))
-        last = run(sample(cascade.unets["base"], cascade.scheduler, text, empty, guidance_scale=g, steps=k,
-                          size=SIZE["base"], generator=gen))
+        last = run(cascade.stage_sampler("base", text, empty, gen, guidance_scale=g, steps=k)[0])
         samples.append(last.x.clamp(-1, 1))
     secs = time.perf_counter() - t
     x = torch.cat(samples)
@@ -97,9 +96,8 @@ def diversity(cascade: Cascade, guidance_scale: float, n_captions: int = 8, seed
     pairs = held_out_captions(n_captions, seed)
     caps = [c for _, c in pairs for _ in range(seeds)]
     text, empty = cascade.encode(caps), cascade.encode([""] * len(caps))
-    x = run(sample(cascade.unets["base"], cascade.scheduler, text, empty, guidance_scale=guidance_scale,
-                   steps=cascade.defaults["base"]["steps"], size=SIZE["base"],
-                   generator=torch.Generator().manual_seed(seed))).x.clamp(-1, 1)
+    x = run(cascade.stage_sampler("base", text, empty, torch.Generator().manual_seed(seed),
+                                  guidance_scale=guidance_scale)[0]).x.clamp(-1, 1)
     return float(x.view(n_captions, seeds, -1).std(dim=1).mean())
 
 
@@ -143,13 +141,10 @@ def super_resolution(cascade: Cascade, n: int = 32, seed: int = 777) -> dict:
         size = SIZE[stage]
         lo = [world.render(s, size // 2) for s in scenes]
         hi = [world.render(s, size) for s in scenes]
-        d = cascade.defaults[stage]
         text = cascade.encode(caps)
         gen = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
-        last = run(sample(cascade.unets[stage], cascade.scheduler, text, None, guidance_scale=1.0, steps=d["steps"],
-                          size=size, generator=gen, low_res=to_tensor(lo), noise_level=d["noise_level"],
-                          residual_scale=d.get("residual_scale", 1.0)))
+        last = run(cascade.stage_sampler(stage, text, None, gen, low=to_tensor(lo), guidance_scale=1.0)[0])
         secs = time.perf_counter() - t
         ims = to_pil(last.x)
         model = float(np.mean([psnr(a, b) for a, b in zip(ims, hi)]))
