@@ -1,7 +1,8 @@
 import numpy as np
 
 from unitune_nb import world
-from unitune_nb.eval import held_out_captions, super_resolution, text_following
+from unitune_nb.eval import (PARAPHRASES, held_out_captions, paraphrase, paraphrased_captions, super_resolution,
+                             text_following)
 from unitune_nb.probe import check, load_probe
 
 
@@ -44,3 +45,27 @@ def test_diversity_measures_spread_over_seeds(cascade):
 
     d = diversity(cascade, 2.0, n_captions=2, seeds=2)
     assert 0 < d < 2
+
+
+def test_paraphrases_say_the_same_thing_in_other_words():
+    import random
+
+    assert paraphrase("a drawing of a red house on snow at night", random.Random(0)) != \
+        "a drawing of a red house on snow at night"
+    para = paraphrased_captions(40)
+    canonical = held_out_captions(40, 2468)
+    canon_phrases = [k for k in PARAPHRASES if " " in k]  # time, ground and style phrases
+    for (scene, text, wanted), (scene2, cap) in zip(para, canonical):
+        assert scene == scene2 and wanted == world.parse_caption(cap) and wanted
+        assert text != cap and not any(f" {k} " in f" {text} " for k in canon_phrases)
+        for a, b in zip(text.split()[:-1], text.split()[1:]):  # articles still agree
+            assert (a, b[0] in "aeiou") not in (("a", True), ("an", False)), text
+    assert paraphrased_captions(40) == para  # a fixed set
+
+
+def test_text_following_scores_paraphrases_by_what_they_ask(cascade):
+    para = paraphrased_captions(4)
+    rep = text_following(cascade, steps=2, batch=4, progress=False, captions=[(s, c) for s, c, _ in para],
+                         wanted=[w for *_, w in para])
+    asked = {k for _, _, w in para for k in w if k != "objects"}
+    assert rep["n"] == 4 and asked <= set(rep["accuracy"])  # e.g. "at midnight" is checked as time of day

@@ -67,7 +67,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
             print("wrote", a.figure)
         return
 
-    report = evaluate(a.weights, n=a.n, sr_n=a.sr_n, guidance_scale=a.guidance_scale, seed=a.seed)
+    report = evaluate(a.weights, n=a.n, sr_n=a.sr_n, guidance_scale=a.guidance_scale, seed=a.seed,
+                      paraphrase_n=a.paraphrases)
     text = format_report(report)
     print(text)
     if a.json:
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", default=None)
     e.add_argument("--n", type=int, default=240, help="held-out captions for the base stage")
     e.add_argument("--sr-n", type=int, default=32, help="scenes for the SR PSNR check")
+    e.add_argument("--paraphrases", type=int, default=120,
+                   help="paraphrased prompts (\"a crimson car at dusk\") scored separately; 0 = skip")
     e.add_argument("--guidance-scale", type=float, default=None)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", default=None, help="also write the report as JSON here")

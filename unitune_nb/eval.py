@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,41 @@ def held_out_captions(n: int, seed: int = 12345) -> list[tuple[world.Scene, str]
     return out
 
 
+# The phrasings a user would type for the world's attributes, none of them in the training captions.
+PARAPHRASES: dict[str, list[str]] = {
+    "during the day": ["in daylight", "in the daytime", "at noon", "on a sunny day"],
+    "at sunset": ["at dusk", "at sundown", "in the evening", "at twilight"],
+    "at night": ["at midnight", "in the dark", "by night", "in the night"],
+    "on grass": ["on a lawn", "in a meadow", "on green grass", "in a field"],
+    "on sand": ["on the beach", "in the desert", "on sandy ground", "on a beach"],
+    "on snow": ["in the snow", "on a snowy field", "in winter snow", "on snowy ground"],
+    "a photo": ["a photograph", "a picture", "a realistic photo", "a snapshot"],
+    "a drawing": ["a sketch", "an illustration", "a cartoon", "a line drawing"],
+    "red": ["crimson", "scarlet", "bright red", "cherry red"],
+    "blue": ["navy", "azure", "dark blue", "sky blue"],
+    "yellow": ["golden", "lemon yellow", "bright yellow", "mustard"],
+    "purple": ["violet", "lilac", "lavender", "magenta"],
+    "house": ["cottage", "cabin", "home", "little house"],
+    "tree": ["pine tree", "leafy tree", "oak", "big tree"],
+    "car": ["automobile", "sedan", "vehicle", "small car"],
+}
+
+
+def paraphrase(caption: str, rng: random.Random) -> str:
+    """Rewrite a canonical caption with the phrasings of :data:`PARAPHRASES` (each phrase it contains,
+    one synonym drawn at random), fixing "a" / "an" after the swap."""
+    pattern = r"\b(" + "|".join(re.escape(k) for k in sorted(PARAPHRASES, key=len, reverse=True)) + r")\b"
+    text = re.sub(pattern, lambda m: rng.choice(PARAPHRASES[m.group(1)]), caption)  # one pass: no re-rewrites
+    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
+
+
+def paraphrased_captions(n: int, seed: int = 2468) -> list[tuple[world.Scene, str, dict]]:
+    """``n`` held-out (scene, paraphrased prompt, what it asks for): canonical captions with attribute
+    dropout (so many are partial, e.g. "a crimson car" or "at midnight"), rewritten by :func:`paraphrase`."""
+    rng = random.Random(seed)
+    return [(s, paraphrase(c, rng), world.parse_caption(c)) for s, c in held_out_captions(n, seed)]
+
+
 def _truth(scene: world.Scene) -> dict:
     """A scene's attributes in the form ``Probe.read`` returns them."""
     return {"time": scene.time, "ground": scene.ground, "style": scene.style, "count": len(scene.objects),
@@ -57,8 +93,13 @@ def _tally(rows: list[dict[str, bool]]) -> dict[str, tuple[float, int]]:
 @torch.no_grad()
 def text_following(cascade: Cascade, n: int = 240, guidance_scale: float | None = None, seed: int = 12345,
                    batch: int = 48, steps: int | None = None, progress: bool = True,
-                   captions: list[tuple[world.Scene, str]] | None = None) -> dict:
-    """Per-attribute accuracy of base-stage samples read by the probe, with chance and probe accuracy."""
+                   captions: list[tuple[world.Scene, str]] | None = None,
+                   wanted: list[dict] | None = None) -> dict:
+    """Per-attribute accuracy of base-stage samples read by the probe, with chance and probe accuracy.
+
+    ``captions`` replaces the held-out (scene, caption) pairs; ``wanted`` then says what each caption
+    asks for (default: ``world.parse_caption`` of it, which reads canonical captions only).
+    """
     from tqdm.auto import tqdm
 
     probe = load_probe()
@@ -78,7 +119,7 @@ def text_following(cascade: Cascade, n: int = 240, guidance_scale: float | None 
     secs = time.perf_counter() - t
     x = torch.cat(samples)
     reads = probe.read(x)
-    wanted = [world.parse_caption(c) for _, c in pairs]
+    wanted = wanted or [world.parse_caption(c) for _, c in pairs]
     model_rows = [check(r, w) for r, w in zip(reads, wanted)]
     truth_reads = probe.read([world.render(s, 32) for s, _ in pairs])
     probe_rows = [check(r, world.parse_caption(world.caption(s))) for r, (s, _) in zip(truth_reads, pairs)]
@@ -154,12 +195,19 @@ def super_resolution(cascade: Cascade, n: int = 32, seed: int = 777) -> dict:
 
 
 def evaluate(weights: str | Path | None = None, n: int = 240, sr_n: int = 32, guidance_scale: float | None = None,
-             seed: int = 12345, progress: bool = True) -> dict:
-    """Full evaluation report of a cascade folder (default: the shipped weights)."""
+             seed: int = 12345, progress: bool = True, paraphrase_n: int = 0) -> dict:
+    """Full evaluation report of a cascade folder (default: the shipped weights); ``paraphrase_n`` adds the
+    text following of that many paraphrased prompts (:func:`paraphrased_captions`)."""
     c = Cascade.from_pretrained(weights)
     tf = text_following(c, n=n, guidance_scale=guidance_scale, seed=seed, progress=progress)
     tf.pop("images")
     rep = {"weights": str(weights or "shipped"), "text_following": tf}
+    if paraphrase_n:
+        para = paraphrased_captions(paraphrase_n)
+        rep["paraphrases"] = text_following(c, guidance_scale=guidance_scale, seed=seed, progress=progress,
+                                            captions=[(s, cap) for s, cap, _ in para], wanted=[w for *_, w in para])
+        rep["paraphrases"].pop("images")
+        rep["paraphrases"]["examples"] = [cap for _, cap, _ in para[:8]]
     if len(c.stages) > 1 and sr_n:
         rep["super_resolution"] = super_resolution(c, n=sr_n)
     t = time.perf_counter()
@@ -178,6 +226,12 @@ def format_report(rep: dict) -> str:
         ch = tf["chance"].get(k, (float("nan"), 0))[0]
         pr = tf["probe_on_renders"].get(k, (float("nan"), 0))[0]
         lines.append(f"| {k} | {acc:.3f} | {ch:.3f} | {pr:.3f} | {cnt} |")
+    if "paraphrases" in rep:
+        pa = rep["paraphrases"]
+        lines += ["", f"paraphrased prompts: {pa['n']} (e.g. " + "; ".join(f'"{e}"' for e in pa["examples"][:4]) + ")",
+                  "| attribute | model | chance | prompts |", "|---|---|---|---|"]
+        for k, (acc, cnt) in pa["accuracy"].items():
+            lines.append(f"| {k} | {acc:.3f} | {pa['chance'].get(k, (float('nan'), 0))[0]:.3f} | {cnt} |")
     for s, r in rep.get("super_resolution", {}).items():
         lines.append(f"{s}: PSNR {r['psnr']:.2f} dB vs bicubic {r['bicubic_psnr']:.2f} dB "
                      f"({r['psnr'] - r['bicubic_psnr']:+.2f} dB, n={r['n']}, {r['seconds']:.1f} s)")
