@@ -1,8 +1,8 @@
 """Drive the live editor in JupyterLab with Debian Chromium (Playwright); print the checks as JSON.
 
 Run by tests/test_browser.py in its own process (Playwright's event loop stalled inside pytest's).
-Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook]]
-(``notebook`` is Notebook 7, the successor of the classic Notebook.)
+Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook|classic]]
+(``notebook`` is Notebook 7; ``classic`` the classic Notebook front end, served by nbclassic.)
 """
 import json
 import os
@@ -26,11 +26,25 @@ SETTINGS = {
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
 }
 # JupyterLab and Notebook 7 share the application object: ask it, not app-specific DOM, about the kernel
-KERNEL_IDLE = "window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'"
-APPS = {  # how to start each front end and where it opens a notebook
-    "lab": (["jupyterlab", "--LabApp.expose_app_in_browser=True"], "/lab/tree/editor.ipynb"),
-    "notebook": (["notebook", "--JupyterNotebookApp.expose_app_in_browser=True"], "/notebooks/editor.ipynb"),
+LAB = {
+    "ready": "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))",
+    "idle": "window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+    # do not await the command's promise: it can wait on a dialog forever
+    "run_all": "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }",
+    "output": ".jp-OutputArea-output",
 }
+CLASSIC = {  # the classic Notebook front end (nbclassic: Notebook 6's jQuery UI)
+    "ready": "!!(window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel)",
+    "idle": "!!document.querySelector('#kernel_indicator_icon.kernel_idle_icon')",
+    "run_all": "() => { Jupyter.notebook.execute_all_cells(); return true; }",
+    "output": ".output_subarea",
+}
+APPS = {  # how to start each front end, where it opens a notebook, how to drive it
+    "lab": (["jupyterlab", "--LabApp.expose_app_in_browser=True"], "/lab/tree/editor.ipynb", LAB),
+    "notebook": (["notebook", "--JupyterNotebookApp.expose_app_in_browser=True"], "/notebooks/editor.ipynb", LAB),
+    "classic": (["nbclassic"], "/nbclassic/notebooks/editor.ipynb", CLASSIC),
+}
+DIALOG_ACCEPT = ".jp-Dialog .jp-mod-accept, .modal-dialog .btn-primary"
 SRC = "document.querySelectorAll('.widget-image')[1].getAttribute('src')"
 
 
@@ -44,7 +58,7 @@ def wait_js(page, expr: str, timeout: float = 60.0):
     raise TimeoutError(f"still false after {timeout:.0f} s: {expr}")
 
 
-def run_all(page, shot: Path, timeout: float = 300.0) -> None:
+def run_all(page, shot: Path, js: dict, timeout: float = 300.0) -> None:
     """Run every cell until the editor is displayed.
 
     Accepts any dialog (e.g. a kernel chooser) with its default, and sends run-all again when the kernel
@@ -55,13 +69,12 @@ def run_all(page, shot: Path, timeout: float = 300.0) -> None:
     while time.monotonic() < end:
         if page.evaluate("document.querySelectorAll('.widget-image').length >= 3"):
             return
-        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        accept = page.locator(DIALOG_ACCEPT)
         if accept.count():
             accept.first.click()
-        idle = page.evaluate(f"{KERNEL_IDLE} && !document.body.innerText.includes('[*]')")
+        idle = page.evaluate(f"{js['idle']} && !document.body.innerText.includes('[*]')")
         if idle and time.monotonic() - sent > 30:
-            # do not await the command's promise: it can wait on a dialog forever
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            page.evaluate(js["run_all"])
             sent = time.monotonic()
         time.sleep(1.0)
     page.screenshot(path=str(shot.with_suffix(".failed.png")))
@@ -89,7 +102,7 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     token = "unitune-test"
-    (module, *options), path = APPS[app]
+    (module, *options), path, js = APPS[app]
     lab = subprocess.Popen([sys.executable, "-m", module, "--no-browser", f"--port={port}", "--allow-root",
                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}", *options],
                            stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT, env=env)
@@ -106,9 +119,9 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
             browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(f"{url}{path}?token={token}")
-            wait_js(page, "!!(window.jupyterapp && document.querySelector('.jp-Notebook'))", 120)
-            wait_js(page, KERNEL_IDLE, 120)
-            run_all(page, shot)
+            wait_js(page, js["ready"], 120)
+            wait_js(page, js["idle"], 120)
+            run_all(page, shot, js)
             before = page.evaluate(SRC)
             page.get_by_role("button", name="Tune").click()
             wait_js(page, "document.body.innerText.includes('tuned in')", 300)
@@ -126,7 +139,7 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
             res["status"] = wait_js(page, "Array.from(document.querySelectorAll('.widget-html'))"
                                           ".map(e => e.innerText).join(' | ')", 10)
             shot.parent.mkdir(parents=True, exist_ok=True)
-            page.locator(".jp-OutputArea-output").last.screenshot(path=str(shot))
+            page.locator(js["output"]).last.screenshot(path=str(shot))
             res["screenshot_bytes"] = shot.stat().st_size
             browser.close()
     finally:

@@ -1,4 +1,4 @@
-"""The live editor in a real browser: JupyterLab 4 and Notebook 7 on localhost, Debian Chromium driven by Playwright.
+"""The live editor in a real browser: JupyterLab 4, Notebook 7 and the classic Notebook (nbclassic) on localhost, Debian Chromium driven by Playwright.
 
 tests/browser_editor.py runs the editor notebook, clicks Tune, moves a slider and reports whether
 the displayed edit changed.  Skips cleanly where Chromium or Playwright is missing (CI installs
@@ -16,7 +16,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
-@pytest.mark.parametrize("app", ["lab", "notebook"])  # JupyterLab 4 and Notebook 7
+@pytest.mark.parametrize("app", ["lab", "notebook", "classic"])  # JupyterLab 4, Notebook 7, classic Notebook
 def test_editor_tunes_and_slider_changes_the_image_in_chromium(tmp_path, app):
     pytest.importorskip("playwright.sync_api")
     shot = Path(os.environ.get("UNITUNE_EDITOR_SCREENSHOT", tmp_path / "editor.png")) if app == "lab" \
