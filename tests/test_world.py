@@ -99,3 +99,18 @@ def test_bad_values_are_clear_errors():
         world.edit(world.random_scene(0), Edit("melt"))
     with pytest.raises(ValueError, match="region"):
         world.region_mask(world.random_scene(0), "moon")
+
+
+def test_training_synonyms_rephrase_captions_and_stay_apart_from_the_eval_paraphrases():
+    import random
+
+    from unitune_nb.eval import PARAPHRASES
+
+    scene = world.random_scene(5)
+    assert world.caption(scene, rng=random.Random(1), synonyms=0.0) == world.caption(scene)
+    said = world.caption(scene, rng=random.Random(1), synonyms=1.0)
+    assert said != world.caption(scene)
+    assert world.TIME_PHRASE[scene.time] not in said and world.GROUND_PHRASE[scene.ground] not in said
+    assert set(world.SYNONYMS) == set(PARAPHRASES)  # the same phrases, in other words...
+    train_words = {v for vs in world.SYNONYMS.values() for v in vs}
+    assert not train_words & {v for vs in PARAPHRASES.values() for v in vs}  # ...never the evaluation's

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import random
-import re
 import time
 from pathlib import Path
 
@@ -43,7 +42,8 @@ def held_out_captions(n: int, seed: int = 12345) -> list[tuple[world.Scene, str]
     return out
 
 
-# The phrasings a user would type for the world's attributes, none of them in the training captions.
+# The phrasings a user would type for the world's attributes, none of them in the training captions
+# (those mix in ``world.SYNONYMS``, a disjoint list).
 PARAPHRASES: dict[str, list[str]] = {
     "during the day": ["in daylight", "in the daytime", "at noon", "on a sunny day"],
     "at sunset": ["at dusk", "at sundown", "in the evening", "at twilight"],
@@ -64,11 +64,9 @@ PARAPHRASES: dict[str, list[str]] = {
 
 
 def paraphrase(caption: str, rng: random.Random) -> str:
-    """Rewrite a canonical caption with the phrasings of :data:`PARAPHRASES` (each phrase it contains,
-    one synonym drawn at random), fixing "a" / "an" after the swap."""
-    pattern = r"\b(" + "|".join(re.escape(k) for k in sorted(PARAPHRASES, key=len, reverse=True)) + r")\b"
-    text = re.sub(pattern, lambda m: rng.choice(PARAPHRASES[m.group(1)]), caption)  # one pass: no re-rewrites
-    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
+    """Say a canonical caption in other words: each phrase of :data:`PARAPHRASES` it contains becomes one
+    of its alternatives, drawn at random."""
+    return world.rephrase(caption, PARAPHRASES, rng)
 
 
 def paraphrased_captions(n: int, seed: int = 2468) -> list[tuple[world.Scene, str, dict]]:

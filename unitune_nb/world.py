@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -420,12 +421,44 @@ def object_phrase(obj: Obj, drop_colour: bool = False, drop_kind: bool = False) 
     return f"a {obj.kind}" if drop_colour else f"a {obj.colour} {obj.kind}"
 
 
-def caption(scene: Scene, drop: float = 0.0, empty: float = 0.0, rng: random.Random | None = None) -> str:
+# Other words for the caption phrases, mixed into training captions (``caption(..., synonyms=p)``) so the
+# model learns that the frozen encoder's neighbours mean the same thing.  Evaluation paraphrases with a
+# disjoint list (``unitune_nb.eval.PARAPHRASES``), so what it measures is generalisation.
+SYNONYMS: dict[str, list[str]] = {
+    "during the day": ["in the day", "by day", "in the morning", "at midday"],
+    "at sunset": ["as the sun sets", "at nightfall", "under an orange sky", "at golden hour"],
+    "at night": ["after dark", "at nighttime", "under the stars", "on a dark night"],
+    "on grass": ["on the grass", "on a green field", "in a park", "on grassland"],
+    "on sand": ["on the sand", "on dunes", "on a sandy beach", "on desert sand"],
+    "on snow": ["on the snow", "in a snowy landscape", "on snowy land", "on fresh snow"],
+    "a photo": ["a photo image", "a real photo", "a colour photo", "a camera shot"],
+    "a drawing": ["a doodle", "a pencil drawing", "a comic", "a hand drawing"],
+    "red": ["ruby", "dark red", "rose red", "blood red"],
+    "blue": ["cobalt", "royal blue", "light blue", "sapphire"],
+    "yellow": ["amber", "gold", "sunny yellow", "canary yellow"],
+    "purple": ["plum", "mauve", "dark purple", "indigo"],
+    "house": ["hut", "building", "small house", "villa"],
+    "tree": ["fir tree", "tall tree", "maple", "green tree"],
+    "car": ["motorcar", "hatchback", "coupe", "little car"],
+}
+
+
+def rephrase(text: str, table: dict[str, list[str]], rng: random.Random, p: float = 1.0) -> str:
+    """Replace each phrase of ``table`` found in ``text`` (longest first, one pass) with probability ``p``
+    by one of its alternatives, then make "a" / "an" agree with the next word."""
+    pattern = r"\b(" + "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r")\b"
+    text = re.sub(pattern, lambda m: rng.choice(table[m.group(1)]) if rng.random() < p else m.group(1), text)
+    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
+
+
+def caption(scene: Scene, drop: float = 0.0, empty: float = 0.0, rng: random.Random | None = None,
+            synonyms: float = 0.0) -> str:
     """A caption of ``scene``.
 
     Each attribute (style, each object's colour and kind, ground, time) is dropped with
     probability ``drop``, and the whole caption with probability ``empty`` (for classifier-free
-    guidance training).  ``caption(scene)`` gives the full caption.
+    guidance training); each phrase is said in other words (:data:`SYNONYMS`) with probability
+    ``synonyms``.  ``caption(scene)`` gives the full canonical caption.
     """
     rng = rng or random.Random()
     if empty and rng.random() < empty:
@@ -438,7 +471,8 @@ def caption(scene: Scene, drop: float = 0.0, empty: float = 0.0, rng: random.Ran
     else:
         head = subject
     parts = [head, GROUND_PHRASE[scene.ground] if keep() else "", TIME_PHRASE[scene.time] if keep() else ""]
-    return " ".join(p for p in parts if p)
+    text = " ".join(p for p in parts if p)
+    return rephrase(text, SYNONYMS, rng, synonyms) if synonyms else text
 
 
 def parse_caption(text: str) -> dict:
