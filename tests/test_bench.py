@@ -102,5 +102,6 @@ def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     summary = bench.summarize_iters(recs)
     assert [s["iters"] for s in summary] == [3, 6] and all(s["n"] == 2 for s in summary)
     assert "iters" not in {name for name in bench.summarize(recs)}  # the rows' table keeps to the rows
+    assert len(bench.iters_figure(summary).axes) == 2
     with pytest.raises(ValueError, match="base stage only"):
         next(bench.bench_edit_steps(cases, full=True, sweep_iters=[3]))

@@ -385,6 +385,25 @@ def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: d
     return fig
 
 
+def iters_figure(rows: Sequence[dict]):
+    """Success and preservation of UniTune's defaults against tuning iterations (:func:`summarize_iters` rows)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=80)
+    k = [r["iters"] for r in rows]
+    ax.errorbar(k, [r["success"][0] for r in rows], yerr=[r["success"][1] for r in rows], fmt="o-", c="C0", capsize=2)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [str(v) for v in k])
+    ax.set_xlabel("tuning iterations (batch 4)")
+    ax.set_ylabel("edit success", color="C0")
+    ax2 = ax.twinx()
+    ax2.errorbar(k, [r["psnr"][0] for r in rows], yerr=[r["psnr"][1] for r in rows], fmt="s--", c="C1", capsize=2)
+    ax2.set_ylabel("PSNR outside mask (dB)", color="C1")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def format_edit(summary: dict) -> str:
     lines = ["| method | success | PSNR outside mask (dB) | SSIM | identity PSNR (dB) | prep s | edit s |",
              "|---|---|---|---|---|---|---|"]

@@ -144,6 +144,8 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
         if sweep or summary:
             fig = bench.pareto_figure(out.get("sweep", []), summary, out.get("chosen"))
             fig.savefig(d / "pareto.png", bbox_inches="tight")
+        if sweep_iters:
+            bench.iters_figure(out["iters_sweep"]).savefig(d / "iters.png", bbox_inches="tight")
         print("wrote", d / "bench_edit.json")
 
 
