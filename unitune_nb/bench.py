@@ -300,24 +300,27 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
         ut.reset()
 
 
+def _over_seeds(rs: Sequence[dict]) -> dict:
+    """Each metric as (mean, std) over seeds of its per-seed mean over cases."""
+    seeds = sorted({r["seed"] for r in rs})
+    out = {}
+    for k in ("success", "psnr", "ssim", "identity"):
+        v = np.array([np.nanmean([r[k] for r in rs if r["seed"] == s]) for s in seeds])
+        out[k] = (float(v.mean()), float(v.std()))
+    return out
+
+
 def summarize(records: Sequence[dict]) -> dict:
     """Per method: mean and spread (std over seeds) of success, PSNR, SSIM, identity, seconds."""
     out = {}
     rows = [r for r in records if r["method"] not in ("sweep", "iters")]
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
-        per_seed = {}
-        for s in sorted({r["seed"] for r in rs}):
-            sr = [r for r in rs if r["seed"] == s]
-            per_seed[s] = {k: float(np.nanmean([r[k] for r in sr])) for k in ("success", "psnr", "ssim", "identity")}
-        stats = {}
-        for k in ("success", "psnr", "ssim", "identity"):
-            v = np.array([p[k] for p in per_seed.values()])
-            stats[k] = (float(v.mean()), float(v.std()))
+        stats = _over_seeds(rs)
         stats["edit_s"] = float(np.mean([r["edit_s"] for r in rs]))
         stats["prep_s"] = float(np.mean([r["prep_s"] for r in rs if r["seed"] == 0]))
         stats["cases"] = len({r["case"] for r in rs})
-        stats["seeds"] = len(per_seed)
+        stats["seeds"] = len({r["seed"] for r in rs})
         stats["by_kind"] = {k: float(np.mean([r["success"] for r in rs if r["kind"] == k]))
                             for k in dict.fromkeys(r["kind"] for r in rs)}
         out[name] = stats
@@ -330,11 +333,7 @@ def summarize_iters(records: Sequence[dict]) -> list[dict]:
     rs = [r for r in records if r["method"] == "iters"]
     for k in sorted({r["iters"] for r in rs}):
         rk = [r for r in rs if r["iters"] == k]
-        row = {"iters": k, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk]))}
-        for key in ("success", "psnr", "ssim", "identity"):
-            per_seed = [np.nanmean([r[key] for r in rk if r["seed"] == s]) for s in sorted({r["seed"] for r in rk})]
-            row[key] = (float(np.mean(per_seed)), float(np.std(per_seed)))
-        out.append(row)
+        out.append({"iters": k, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk])), **_over_seeds(rk)})
     return out
 
 
