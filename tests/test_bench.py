@@ -35,6 +35,23 @@ def test_scoring_against_the_oracle(probe):
     assert all(r["psnr"] < 40 for r, c in zip(unedited, cases) if c.kind in ("time", "style"))
 
 
+def test_method_settings_follow_each_rows_options():
+    d = {"guidance_scale": 7.0, "t0": 0.6, "interpolation": 1.0, "model_guidance": 2.0}
+    by = {m.name: bench.method_settings(m, d, "beikkpic") for m in METHODS}
+    assert by["UniTune"] == {"guidance_scale": 7.0, "t0": 0.6, "interpolation": 1.0, "baseline_prompt": None,
+                             "mask_from": "reconstruction"}
+    assert by["UniTune, mask from the source"]["mask_from"] == "source"
+    assert by["UniTune, prompt guidance"]["baseline_prompt"] == "beikkpic"
+    assert by["DreamBooth-like"]["t0"] == 1.0 and by["DreamBooth-like"]["interpolation"] == 0.0
+    # rows drawn from pure noise without tuning sample at the model's own guidance, not the edit one
+    assert by["plain text-to-image"]["guidance_scale"] == 2.0
+    assert by["Textual Inversion"]["guidance_scale"] == 2.0
+    assert by["SDEdit"]["t0"] < 1.0
+    with pytest.raises(ValueError, match="model_guidance"):
+        bench.method_settings(next(m for m in METHODS if m.name == "plain text-to-image"),
+                              {k: v for k, v in d.items() if k != "model_guidance"}, "beikkpic")
+
+
 def test_sweep_front_and_default():
     recs = [{"method": "sweep", "guidance_scale": g, "t0": t, "interpolation": 0.0, "success": s, "psnr": p,
              "case": 0, "kind": "time", "seed": 0, "edit_s": 0.1}

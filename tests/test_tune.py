@@ -113,6 +113,33 @@ def test_interpolation_and_user_mask(ut, source):
     assert not np.array_equal(np.asarray(h.image)[:, 64:], np.asarray(h.source)[:, 64:])
 
 
+def test_mask_from_the_reconstruction_keeps_what_the_edit_words_did_not_ask_for(ut, source):
+    ut.tune(source, stages=("base",), iters=4, progress=False)
+    fast = dict(stages=["base"], steps=4, t0=0.6, interpolation=1.0)
+    # the rare token alone asks for no change: the edit equals its reconstruction, the mask is empty, the
+    # output is the source itself; compared with the source instead, the model's reconstruction error leaks in
+    same = ut.edit("beikkpic", mask_from="reconstruction", **fast)
+    assert same.mask.max() == 0 and same.reference is not None
+    assert np.array_equal(np.asarray(same.image), np.asarray(same.source))
+    leaky = ut.edit("beikkpic", mask_from="source", **fast)
+    assert leaky.reference is None and leaky.settings["mask_from"] == "source"
+    assert not np.array_equal(np.asarray(leaky.image), np.asarray(leaky.source))
+    # an edit with other words changes something, and the reference is reused while nothing changed
+    night = ut.edit("beikkpic at night", **fast)
+    assert night.settings["mask_from"] == "reconstruction" and night.mask.max() > 0
+    assert np.array_equal(np.asarray(night.reference), np.asarray(same.reference))
+    assert night.seconds["reference"] < same.seconds["reference"]
+    # new weights, new reference
+    ut.tune(source, stages=("base",), iters=4, lr=1e-3, seed=1, progress=False)
+    again = ut.edit("beikkpic at night", **fast)
+    assert not np.array_equal(np.asarray(again.reference), np.asarray(same.reference))
+    # the mask of a full-resolution edit is the first stage's, upsampled
+    full = ut.edit("beikkpic at night", steps=2, t0=0.6)
+    assert full.mask.shape == (128, 128) and full.reference.size == (32, 32)
+    with pytest.raises(ValueError, match="mask_from"):
+        ut.edit("beikkpic", mask_from="edges", **fast)
+
+
 def test_save_and_load_tuned_round_trip(ut, cascade, source, tmp_path):
     ut.tune(source, stages=("base",), iters=2, trainable="attention", progress=False)
     a = ut.edit("beikkpic at night", stages=["base"], **FAST)

@@ -28,7 +28,9 @@ class Method:
 
     ``model`` is ``"tuned"`` (UniTune fine-tuning), ``"inverted"`` (Textual Inversion) or
     ``"pristine"``; ``rare`` says whether the prompt carries the rare token; ``None`` options take
-    the engine's defaults (:data:`unitune_nb.tune.EDIT_DEFAULTS`).
+    the engine's defaults (:data:`unitune_nb.tune.EDIT_DEFAULTS`).  ``guidance_scale="model"`` samples
+    with the model's own text-to-image guidance (the rows that draw from pure noise without tuning:
+    the edit guidance, chosen for a tuned model, over-saturates them).
     """
 
     name: str
@@ -37,17 +39,22 @@ class Method:
     t0: float | None = None
     interpolation: float | None = None
     prompt_guidance: bool = False
+    guidance_scale: float | str | None = None
+    mask_from: str | None = None
 
+
+UNITUNE = "UniTune"  # the row with the engine's defaults
 
 METHODS = (
-    Method("UniTune", "tuned"),
+    Method(UNITUNE, "tuned"),
     Method("UniTune, no late start", "tuned", t0=1.0),
     Method("UniTune, no interpolation", "tuned", interpolation=0.0),
     Method("UniTune, prompt guidance", "tuned", prompt_guidance=True),
+    Method("UniTune, mask from the source", "tuned", mask_from="source"),
     Method("DreamBooth-like", "tuned", t0=1.0, interpolation=0.0),
-    Method("Textual Inversion", "inverted", t0=1.0, interpolation=0.0),
+    Method("Textual Inversion", "inverted", t0=1.0, interpolation=0.0, guidance_scale="model"),
     Method("SDEdit", "pristine", rare=False, interpolation=0.0),
-    Method("plain text-to-image", "pristine", rare=False, t0=1.0, interpolation=0.0),
+    Method("plain text-to-image", "pristine", rare=False, t0=1.0, interpolation=0.0, guidance_scale="model"),
 )
 
 

@@ -197,13 +197,18 @@ SDEDIT_T0 = 0.7  # SDEdit's start when the engine's default t0 is 1 (no late sta
 
 
 def method_settings(m, defaults: dict, rare_token: str) -> dict:
-    """The edit options of a benchmark row (a :class:`~unitune_nb.baselines.Method`)."""
+    """The edit options of a benchmark row (a :class:`~unitune_nb.baselines.Method`); ``defaults`` holds
+    the edit defaults and, under ``"model_guidance"``, the model's text-to-image guidance scale."""
     t0 = defaults["t0"] if m.t0 is None else m.t0
     if m.name == "SDEdit" and t0 >= 1.0:
         t0 = SDEDIT_T0  # SDEdit is a late start by definition
-    return {"guidance_scale": defaults["guidance_scale"], "t0": t0,
+    g = {None: defaults["guidance_scale"], "model": defaults.get("model_guidance")}.get(m.guidance_scale, m.guidance_scale)
+    if g is None:
+        raise ValueError(f"method {m.name!r} samples at the model's guidance; pass defaults['model_guidance']")
+    return {"guidance_scale": g, "t0": t0,
             "interpolation": defaults["interpolation"] if m.interpolation is None else m.interpolation,
-            "baseline_prompt": rare_token if m.prompt_guidance else None}
+            "baseline_prompt": rare_token if m.prompt_guidance else None,
+            "mask_from": m.mask_from or defaults.get("mask_from", EDIT_DEFAULTS["mask_from"])}
 
 
 def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
@@ -245,14 +250,15 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     many tuning iterations, records marked ``method="iters"``: one tuning run per case, read at each count
     (the tuning loop is a generator), so the sweep costs the longest count, not the sum.
     """
-    from .baselines import METHODS, forget_inversion, textual_inversion
+    from .baselines import METHODS, UNITUNE, forget_inversion, textual_inversion
     from .probe import load_probe
 
     ut = UniTune(Cascade.from_pretrained(weights))
     probe = load_probe()
     d = dict(EDIT_DEFAULTS, **(defaults or {}))
+    d.setdefault("model_guidance", ut.cascade.defaults["base"]["guidance_scale"])
     if d["guidance_scale"] is None:
-        d["guidance_scale"] = ut.cascade.defaults["base"]["guidance_scale"]
+        d["guidance_scale"] = d["model_guidance"]
     stages = ("base", "sr1", "sr2") if full else ("base",)
     stages = tuple(s for s in stages if s in ut.cascade.stages)
     rows = [m for m in METHODS if methods is None or m.name in methods]
@@ -289,7 +295,7 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
                         break
                 prep += time.perf_counter() - t  # tuning seconds so far; edits do not count
                 if k in sweep_iters:
-                    st = method_settings(METHODS[0], d, rare_token)  # UniTune with the defaults
+                    st = method_settings(next(m for m in METHODS if m.name == UNITUNE), d, rare_token)
                     for seed in range(seeds):
                         im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, seed, stages)
                         yield {"case": ci, "kind": case.kind, "method": "iters", "iters": k, "seed": seed,

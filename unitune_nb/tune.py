@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -38,7 +39,8 @@ RARE_TOKEN = "beikkpic"
 # Edit settings used when edit() is not told otherwise; chosen on the edit benchmark's Pareto front
 # (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None would mean the weights'
 # default for generation (2), which is too weak to pull a tuned model away from its source.
-EDIT_DEFAULTS = {"guidance_scale": 7.0, "t0": 0.6, "interpolation": 1.0}
+EDIT_DEFAULTS = {"guidance_scale": 7.0, "t0": 0.6, "interpolation": 1.0, "mask_from": "reconstruction"}
+MASK_FROM = ("reconstruction", "source")
 TRAINABLE = ("most", "all", "attention")
 
 
@@ -87,6 +89,7 @@ class EditResult:
     settings: dict
     seconds: dict[str, float]
     intermediates: dict[str, list[Step]] = field(default_factory=dict)
+    reference: Image.Image | None = None  # the first stage's sample of the rare token alone (mask_from="reconstruction")
 
     def strip(self, size: int = 128) -> Image.Image:
         """Source, raw sample, mask and final image side by side."""
@@ -120,11 +123,14 @@ class UniTune:
         self.rare_token: str | None = None
         self.tuned: tuple[str, ...] = ()
         self.source_notes: list[str] = []
+        self._changes = 0  # counts changes of the weights or source (keys the reference cache)
+        self._reference: tuple[tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ source and rare token
     def set_source(self, image) -> list[str]:
         """Use ``image`` (path, PIL, array or tensor) as the source; returns the conversion notes."""
         im, notes = read_image(image)
+        self._changes += 1
         self._source_shape = (im.height, im.width)  # a user mask may come at this size
         self.source, more = square_image(im, self.cascade.sizes[self.cascade.stages[-1]])
         notes = notes + more
@@ -167,6 +173,7 @@ class UniTune:
 
     @torch.no_grad()
     def _restore(self, stage: str) -> None:
+        self._changes += 1
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
                 p.copy_(self._pristine[stage][n])
@@ -233,6 +240,7 @@ class UniTune:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    self._changes += 1
                     self.tuned = tuple(dict.fromkeys(self.tuned + (stage,)))
                     yield TuneStep(stage, i, loss.item())
             except (KeyboardInterrupt, FloatingPointError):
@@ -327,21 +335,26 @@ class UniTune:
         self._source_shape = tuple(shape) if shape else (self.source.height, self.source.width)
         self.rare_token = meta.get("rare_token") or None
         self.tuned = stages
+        self._changes += 1
 
     # ------------------------------------------------------------------ editing
     def edit(self, prompt: str, guidance_scale: float | None = None, baseline_prompt: str | None = None,
              t0: float | None = None, interpolation: float | None = None, mask=None, seed: int = 0,
              steps: int | dict[str, int] | None = None, stages: Sequence[str] | None = None,
-             return_intermediates: bool = False) -> EditResult:
+             return_intermediates: bool = False, mask_from: str | None = None) -> EditResult:
         """Sample an edit of the source from the (tuned) cascade.
 
         ``prompt``: "[rare token] edit prompt".  ``guidance_scale``: base-stage guidance (default
         from the weights).  ``baseline_prompt``: prompt guidance — the guidance baseline is this
         prompt instead of the empty one.  ``t0`` in (0, 1]: late start of the base stage from the
         source noised to ``t0`` (1 = from pure noise).  ``interpolation`` in [0, 1]: strength of
-        blending the source back in outside the estimated edit mask.  ``mask``: a user mask
-        (white / 1 = may change) that confines the edit instead.  Same seed, same image.
-        Options left at ``None`` take :data:`EDIT_DEFAULTS` (chosen on the edit benchmark).
+        blending the source back in outside the estimated edit mask.  ``mask_from`` says what the
+        edit is compared with to estimate that mask: ``"reconstruction"`` (default) — the first stage's
+        sample of the rare token alone, same seed, same late start, so the model's own reconstruction
+        error cancels out and only what the edit words changed counts (one more first-stage sample,
+        reused while the weights, source and settings stay the same); ``"source"`` — the source image.
+        ``mask``: a user mask (white / 1 = may change) that confines the edit instead.  Same seed, same
+        image.  Options left at ``None`` take :data:`EDIT_DEFAULTS` (chosen on the edit benchmark).
         """
         c = self.cascade
         if self.source is None:
@@ -350,6 +363,9 @@ class UniTune:
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
         t0 = d["t0"] if t0 is None else t0
         interpolation = d["interpolation"] if interpolation is None else interpolation
+        mask_from = d.get("mask_from", "source") if mask_from is None else mask_from
+        if mask_from not in MASK_FROM:
+            raise ValueError(f"mask_from must be one of {MASK_FROM}, got {mask_from!r}")
         c.check_prompt(prompt)
         if baseline_prompt is not None:
             if not isinstance(baseline_prompt, str):
@@ -371,22 +387,51 @@ class UniTune:
         m_user = None
         if mask is not None:
             m_user = mask_to_tensor(mask, size, allowed=(self._source_shape or (size, size), (size, size)))
-        run = c.run(c.encode(prompt), c.encode(baseline_prompt if baseline_prompt is not None else ""),
-                    torch.Generator().manual_seed(seed), stages, guidance_scale, steps, return_intermediates,
-                    x_init=self._source_at(self.cascade.sizes[stages[0]]) if t0 < 1.0 else None, t0=t0)
+        baseline = c.encode(baseline_prompt if baseline_prompt is not None else "")
+        x_init = self._source_at(self.cascade.sizes[stages[0]]) if t0 < 1.0 else None
+        run = c.run(c.encode(prompt), baseline, torch.Generator().manual_seed(seed), stages, guidance_scale, steps,
+                    return_intermediates, x_init=x_init, t0=t0)
         imgs, secs, used, inter = run.images, run.seconds, run.settings, run.intermediates
         raw = imgs[stages[-1]]
         src = self._source_at(size)
+        ref = None
         t = time.perf_counter()
         if m_user is not None:
             m = m_user
             final = blend(raw, src, m, 1.0)
-        else:
+        elif interpolation > 0 and mask_from == "reconstruction":
+            ref_prompt = self.rare_token if self.rare_token and self.rare_token in prompt else ""
+            ref = self._reconstruction(ref_prompt, baseline, seed, stages[0], guidance_scale, steps, x_init, t0)
+            secs["reference"] = time.perf_counter() - t  # ~0 when the last reference still holds
+            t = time.perf_counter()
+            m = estimate_mask(imgs[stages[0]], ref)
+            if m.shape[-1] != size:
+                m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+            final = blend(raw, src, m, interpolation)
+        else:  # compared with the source (also the mask shown when interpolation is off)
             m = estimate_mask(raw, src)
             final = blend(raw, src, m, interpolation) if interpolation > 0 else raw
         secs["interpolation"] = time.perf_counter() - t
         settings = {"prompt": prompt, "guidance_scale": used["base"]["guidance_scale"], "baseline_prompt": baseline_prompt,
                     "t0": t0, "interpolation": interpolation, "user_mask": mask is not None, "seed": seed,
+                    "mask_from": "user" if mask is not None else mask_from,
                     "stages": used, "tuned": self.tuned, "rare_token": self.rare_token}
         return EditResult(prompt, to_pil(final)[0], {s: to_pil(v)[0] for s, v in imgs.items()}, to_pil(raw)[0],
-                          to_pil(src)[0], m[0, 0].numpy(), settings, secs, inter)
+                          to_pil(src)[0], m[0, 0].numpy(), settings, secs, inter,
+                          to_pil(ref)[0] if ref is not None else None)
+
+    def _reconstruction(self, prompt: str, baseline, seed: int, stage: str, guidance_scale: float | None,
+                        steps, x_init: torch.Tensor | None, t0: float) -> torch.Tensor:
+        """The first stage's sample of ``prompt`` (the rare token) with an edit's seed and settings: what the
+        tuned model draws for the source alone.  The last one is kept while nothing it depends on changed."""
+        text = self.cascade.encode(prompt)
+        def fp(e) -> bytes:  # a changed word embedding (Textual Inversion) changes the encoding
+            return e.pooled.detach().float().cpu().numpy().tobytes()
+
+        key = (self._changes, prompt, fp(text), fp(baseline), seed, stage, guidance_scale,
+               json.dumps(steps, sort_keys=True), t0)
+        if self._reference is None or self._reference[0] != key:
+            r = self.cascade.run(text, baseline, torch.Generator().manual_seed(seed), (stage,), guidance_scale,
+                                 steps, x_init=x_init, t0=t0)
+            self._reference = (key, r.images[stage])
+        return self._reference[1]
