@@ -61,12 +61,16 @@ def test_tune_then_sliders_preview_and_full_resolution(ed):
 def test_history_click_restores_settings(ed):
     ed.tune_button.click()
     ed.t0.value = 0.5
+    ed.mask_from.value = "source"
+    assert ed.last.settings["mask_from"] == "source" and ed.last.reference is None
     ed.prompt.value = "beikkpic on snow"
     n = len(ed.history)
-    ed.history_box.children[1].children[1].click()  # the second entry: before the prompt change
-    assert ed.prompt.value == ed.history[1]["prompt"] != "beikkpic on snow"
-    assert ed.t0.value == 0.5
-    assert len(ed.history) == n + 1  # restoring previews the restored settings
+    ed.history_box.children[2].children[1].click()  # the third entry: before the prompt change
+    assert ed.prompt.value == ed.history[2]["prompt"] != "beikkpic on snow"
+    assert ed.t0.value == 0.5 and ed.mask_from.value == "source"
+    ed.history_box.children[0].children[1].click()  # the first: the default mask
+    assert ed.mask_from.value == "reconstruction" and ed.last.reference is not None
+    assert len(ed.history) == n + 2  # each restore previews the restored settings
 
 
 def test_errors_show_in_the_panel(ed, tmp_path):

@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import world
 from .bench import PREVIEW_STEPS
-from .tune import EDIT_DEFAULTS, RARE_TOKEN, UniTune
+from .tune import EDIT_DEFAULTS, MASK_FROM, RARE_TOKEN, UniTune
 
 THUMB = 64  # px of a history thumbnail
 VIEW = 192  # px of the source / result / mask views
@@ -147,6 +147,8 @@ class Editor:
                                 continuous_update=False, style=style)
         self.interp = W.FloatSlider(value=d["interpolation"], min=0.0, max=1.0, step=0.1,
                                     description="interpolation", continuous_update=False, style=style)
+        self.mask_from = W.Dropdown(options=list(MASK_FROM), value=d["mask_from"], description="mask from",
+                                    style=style, layout=W.Layout(width="240px"))
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="140px"))
         self.full_button = W.Button(description="Full resolution", icon="expand")
         self.save_button = W.Button(description="Save", icon="save")
@@ -163,7 +165,7 @@ class Editor:
         self.tune_button.on_click(lambda _: self._guard(self.tune))
         self.full_button.on_click(lambda _: self._guard(lambda: self.edit(full=True)))
         self.save_button.on_click(lambda _: self._guard(self.save))
-        for w in (self.guidance, self.t0, self.interp, self.seed, self.prompt, self.baseline):
+        for w in (self.guidance, self.t0, self.interp, self.mask_from, self.seed, self.prompt, self.baseline):
             w.observe(lambda ch: self.request_preview(), names="value")
 
         if source is not None:
@@ -186,7 +188,7 @@ class Editor:
             W.HBox([self.scene_seed, self.new_scene, self.upload]),
             W.HBox([self.rare_token, self.tune_iters, self.tune_button, self.progress]),
             self.prompt, self.baseline,
-            W.HBox([self.guidance, self.t0, self.interp]),
+            W.HBox([self.guidance, self.t0, self.interp, self.mask_from]),
             W.HBox([self.seed, self.full_button, self.save_button]),
             views, self.status, W.Label("history (click to restore):"), self.history_box])
 
@@ -258,8 +260,8 @@ class Editor:
     # ------------------------------------------------------------------ editing
     def settings(self) -> dict:
         return {"prompt": self.prompt.value, "guidance_scale": float(self.guidance.value), "t0": float(self.t0.value),
-                "interpolation": float(self.interp.value), "baseline_prompt": self.baseline.value or None,
-                "seed": int(self.seed.value)}
+                "interpolation": float(self.interp.value), "mask_from": self.mask_from.value,
+                "baseline_prompt": self.baseline.value or None, "seed": int(self.seed.value)}
 
     def request_preview(self) -> None:
         """Schedule a base-stage preview of the current settings (debounced)."""
@@ -277,7 +279,7 @@ class Editor:
                              f"'{self.rare_token.value} at night'")
         stages = self.ut.cascade.stages if full else ("base",)
         res = self.ut.edit(s["prompt"], guidance_scale=s["guidance_scale"], baseline_prompt=s["baseline_prompt"],
-                           t0=s["t0"], interpolation=s["interpolation"], seed=s["seed"], stages=stages,
+                           t0=s["t0"], interpolation=s["interpolation"], mask_from=s["mask_from"], seed=s["seed"], stages=stages,
                            steps=None if full else PREVIEW_STEPS)
         if generation is not None and not self.debouncer.current(generation):
             return None  # a newer request came in while this one ran: drop the stale preview
@@ -306,6 +308,7 @@ class Editor:
         with self._quiet():
             self.prompt.value, self.baseline.value = e["prompt"], e["baseline_prompt"] or ""
             self.guidance.value, self.t0.value, self.interp.value = e["guidance_scale"], e["t0"], e["interpolation"]
+            self.mask_from.value = e["mask_from"]
             self.seed.value = e["seed"]
         self.message(f"restored edit {index + 1}")
         self.request_preview()
