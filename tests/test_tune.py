@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -258,6 +259,12 @@ def test_cli_edit_end_to_end(tmp_path, source):
     assert (out / "grid.png").is_file() and (out / "edit_0_at_night.png").is_file() and (out / "edit_1_a_drawing.png").is_file()
     assert Image.open(out / "edit_0_at_night.png").size == (128, 128)
     assert (tmp_path / "t.safetensors").is_file()
+    assert [e["mask_from"] for e in json.loads((out / "settings.json").read_text())] == ["reconstruction"] * 2
+    src = subprocess.run([sys.executable, "-m", "unitune_nb.cli", "edit", str(tmp_path / "src.png"), "at night",
+                          "--load-tuned", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "o1"),
+                          "--mask-from", "source"], capture_output=True, text=True, timeout=300)
+    assert src.returncode == 0, src.stderr
+    assert json.loads((tmp_path / "o1" / "settings.json").read_text())[0]["mask_from"] == "source"
     bad = subprocess.run([sys.executable, "-m", "unitune_nb.cli", "edit", str(tmp_path / "src.png"), "x", "--t0", "3",
                           "--load-tuned", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=300)

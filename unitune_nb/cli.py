@@ -166,7 +166,7 @@ def _slug(text: str) -> str:
 
 def _edit_settings(a: argparse.Namespace) -> dict:
     return dict(guidance_scale=a.guidance_scale, baseline_prompt=a.baseline_prompt, t0=a.t0,
-                interpolation=a.interpolation, seed=a.seed)
+                interpolation=a.interpolation, mask_from=a.mask_from, seed=a.seed)
 
 
 def _run_edits(ut, prompts: list[str], out: Path, settings: dict, mask=None, targets=None) -> None:
@@ -242,6 +242,8 @@ def _add_edit_flags(p: argparse.ArgumentParser) -> None:
                    "(default: EDIT_DEFAULTS)")
     p.add_argument("--interpolation", type=float, default=None, help="blend the source back in, [0, 1] "
                    "(default: EDIT_DEFAULTS)")
+    p.add_argument("--mask-from", choices=("reconstruction", "source"), default=None,
+                   help="what the edit is compared with to estimate the interpolation mask (default: EDIT_DEFAULTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=128, help="tuning iterations per stage")
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")

@@ -2,9 +2,13 @@
 
 After sampling, UniTune (Sec. 3, "interpolation") mixes the result with the source image through a
 mask estimated from where the edit changed the image, so untouched regions keep their exact
-detail.  Our estimator is an image-difference one:
+detail.  Our estimator is an image-difference one, between the result and a *reference*:
+:meth:`UniTune.edit` passes either the source itself (``mask_from="source"``) or, by default, a
+reconstruction: the tuned model's sample of the rare token alone with the same seed and late start
+(``mask_from="reconstruction"``), which shares the model's reconstruction error with the edit, so
+the difference isolates what the edit words changed.
 
-1. ``d`` = per-pixel colour distance between result and source (RGB in [-1, 1], L2 over channels);
+1. ``d`` = per-pixel colour distance between result and reference (RGB in [-1, 1], L2 over channels);
 2. smooth ``d`` with a Gaussian blur (sigma = 1.5% of the image side) so the mask follows regions,
    not single noisy pixels;
 3. map it to [0, 1] with a smoothstep between ``low`` and ``high`` (defaults 0.15 and 0.45:
@@ -34,7 +38,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def estimate_mask(result: torch.Tensor, source: torch.Tensor, low: float = 0.15, high: float = 0.45,
                   blur: float = 0.015) -> torch.Tensor:
-    """Soft edit mask ``[B, 1, H, W]`` in [0, 1]: 1 where the result differs from the source."""
+    """Soft edit mask ``[B, 1, H, W]`` in [0, 1]: 1 where the result differs from ``source`` (the reference)."""
     if result.shape != source.shape:
         raise ValueError(f"result {tuple(result.shape)} and source {tuple(source.shape)} differ in shape")
     d = (result - source).pow(2).sum(dim=1, keepdim=True).sqrt()
