@@ -69,3 +69,17 @@ def test_text_following_scores_paraphrases_by_what_they_ask(cascade):
                          wanted=[w for *_, w in para])
     asked = {k for _, _, w in para for k in w if k != "objects"}
     assert rep["n"] == 4 and asked <= set(rep["accuracy"])  # e.g. "at midnight" is checked as time of day
+
+
+def test_training_curve_plots_each_attribute_in_minute_order():
+    from unitune_nb.plots import training_curve
+
+    pts = [{"minutes": 150, "accuracy": {"kind": 0.87, "colour": 0.83}},
+           {"minutes": 90, "accuracy": {"kind": 0.83, "colour": 0.77}},
+           {"minutes": 200, "accuracy": {"kind": 0.9}}]
+    ax = training_curve(pts).axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["kind"].get_xdata()) == [90, 150, 200]
+    assert list(lines["kind"].get_ydata()) == [0.83, 0.87, 0.9]
+    assert list(lines["colour"].get_xdata()) == [90, 150]  # a point without the attribute is skipped
+    assert "target 0.9" in lines

@@ -87,3 +87,25 @@ def images_row(images: Sequence[Image.Image], titles: Sequence[str], size: int =
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def training_curve(points: Sequence[dict], target: float = 0.9) -> Figure:
+    """Attribute accuracy of the base stage against training minutes (one line per attribute).
+
+    ``points``: dicts with ``minutes`` and ``accuracy`` (attribute -> accuracy), e.g. from
+    ``unitune-nb eval --json`` of checkpoints; ``target`` draws the bar of the text-following goal.
+    """
+    pts = sorted(points, key=lambda p: p["minutes"])
+    fig = Figure(figsize=(6.0, 3.4), dpi=80)
+    ax = fig.subplots()
+    attrs = list(dict.fromkeys(a for p in pts for a in p["accuracy"]))
+    for a in attrs:
+        xs = [p["minutes"] for p in pts if a in p["accuracy"]]
+        ax.plot(xs, [p["accuracy"][a] for p in pts if a in p["accuracy"]], marker="o", label=a)
+    ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+    ax.set_xlabel("base-stage training minutes (2-core CPU)")
+    ax.set_ylabel("accuracy (probe)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
