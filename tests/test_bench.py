@@ -59,6 +59,12 @@ def test_sweep_front_and_default():
     pts = bench.summarize_sweep(recs)
     assert [p["front"] for p in pts] == [True, True, False, True]
     assert bench.choose_default(pts)["t0"] == 0.7  # best success among those keeping >= 25 dB
+    # a second seed: the point is the mean over both, with their spread
+    recs2 = recs + [dict(r, seed=1, success=1.0 - r["success"], psnr=r["psnr"] + 2) for r in recs]
+    pts2 = bench.summarize_sweep(recs2)
+    assert pts2[1]["seeds"] == 2 and pts2[1]["n"] == 2
+    assert abs(pts2[1]["success"] - 0.5) < 1e-9 and abs(pts2[1]["success_std"] - 0.4) < 1e-9
+    assert abs(pts2[1]["psnr"] - 28.0) < 1e-9 and abs(pts2[1]["psnr_std"] - 1.0) < 1e-9
 
 
 def test_encode_with_own_embeddings_matches_plain_encoding(text_encoder):
@@ -106,7 +112,8 @@ def test_bench_edit_quick_cli(tmp_path, capsys):
 
 def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     cases = bench.load_cases()[:1]
-    recs = list(bench.bench_edit_steps(cases, seeds=2, iters=6, methods=["UniTune"], sweep_iters=[3, 6]))
+    recs = list(bench.bench_edit_steps(cases, seeds=2, iters=6, methods=["UniTune"], sweep_iters=[3, 6],
+                                       sweep={"t0": [0.6]}, sweep_seeds=2))
     its = [r for r in recs if r["method"] == "iters"]
     assert sorted({(r["iters"], r["seed"]) for r in its}) == [(3, 0), (3, 1), (6, 0), (6, 1)]
     # the read at 6 iterations is the same model, seed and settings as the UniTune row tuned for 6
@@ -114,6 +121,9 @@ def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     for r in its:
         if r["iters"] == 6:
             assert r["psnr"] == pytest.approx(row[r["seed"]]["psnr"]) and r["success"] == row[r["seed"]]["success"]
+    # the swept setting equal to the defaults, at both seeds, is the UniTune row again
+    sw = {r["seed"]: r for r in recs if r["method"] == "sweep"}
+    assert sorted(sw) == [0, 1] and all(sw[k]["psnr"] == pytest.approx(row[k]["psnr"]) for k in (0, 1))
     t3, t6 = ({r["prep_s"] for r in its if r["iters"] == k}.pop() for k in (3, 6))
     assert 0 < t3 < t6
     summary = bench.summarize_iters(recs)

@@ -212,7 +212,7 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
 
 
 def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
-          rare_token: str, prep: float, sweep: dict | None) -> Iterator[dict]:
+          rare_token: str, prep: float, sweep: dict | None, sweep_seeds: int = 1) -> Iterator[dict]:
     """The benchmark rows that edit with ``model`` (and the settings grid on the tuned one)."""
     pristine_prompt = world.caption(case.target)
     for m in rows:
@@ -227,24 +227,24 @@ def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: in
     if model == "tuned" and sweep:
         grid = itertools.product(sweep.get("guidance_scale", [d["guidance_scale"]]),
                                  sweep.get("t0", [d["t0"]]), sweep.get("interpolation", [d["interpolation"]]))
-        for g, t0, a in grid:
+        for (g, t0, a), seed in itertools.product(grid, range(sweep_seeds)):
             st = {"guidance_scale": g, "t0": t0, "interpolation": a, "baseline_prompt": None}
-            im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, 0, stages)
-            yield {"case": ci, "kind": case.kind, "method": "sweep", "seed": 0, "guidance_scale": g,
+            im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, seed, stages)
+            yield {"case": ci, "kind": case.kind, "method": "sweep", "seed": seed, "guidance_scale": g,
                    "t0": t0, "interpolation": a, "edit_s": secs, **score(case, im, probe)}
 
 
 def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int = 128, ti_iters: int = 128,
                      full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
                      rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
-                     sweep_iters: Sequence[int] | None = None) -> Iterator[dict]:
+                     sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
     Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
     for SDEdit and plain text-to-image.  ``full`` tunes base + sr1 and edits at 128 px; by default
     the benchmark tunes and edits the base stage (32 px), which is where the edit is decided.
     ``sweep`` (``{"guidance_scale": [...], "t0": [...], "interpolation": [...]}``) also scores that
-    grid of UniTune settings (seed 0) on the tuned model, records marked ``method="sweep"``.
+    grid of UniTune settings (seeds ``0 .. sweep_seeds - 1``) on the tuned model, records marked ``method="sweep"``.
     ``methods`` restricts the rows (names from :data:`~unitune_nb.baselines.METHODS`; ``[]`` = sweep only).
     ``sweep_iters`` (e.g. ``[16, 32, 64, 128]``) scores UniTune's default settings, every seed, after that
     many tuning iterations, records marked ``method="iters"``: one tuning run per case, read at each count
@@ -301,16 +301,17 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
                         yield {"case": ci, "kind": case.kind, "method": "iters", "iters": k, "seed": seed,
                                "prep_s": prep, "edit_s": secs, **score(case, im, probe)}
                 if k == iters:
-                    yield from _rows(ut, case, ci, model, rows, d, seeds, stages, probe, rare_token, prep, sweep)
+                    yield from _rows(ut, case, ci, model, rows, d, seeds, stages, probe, rare_token, prep, sweep,
+                                     sweep_seeds)
         forget_inversion(ut, rare_token)
         ut.reset()
 
 
-def _over_seeds(rs: Sequence[dict]) -> dict:
+def _over_seeds(rs: Sequence[dict], keys: Sequence[str] = ("success", "psnr", "ssim", "identity")) -> dict:
     """Each metric as (mean, std) over seeds of its per-seed mean over cases."""
     seeds = sorted({r["seed"] for r in rs})
     out = {}
-    for k in ("success", "psnr", "ssim", "identity"):
+    for k in keys:
         v = np.array([np.nanmean([r[k] for r in rs if r["seed"] == s]) for s in seeds])
         out[k] = (float(v.mean()), float(v.std()))
     return out
@@ -349,9 +350,11 @@ def summarize_sweep(records: Sequence[dict]) -> list[dict]:
     pts = []
     for key in dict.fromkeys((r["guidance_scale"], r["t0"], r["interpolation"]) for r in rows):
         rs = [r for r in rows if (r["guidance_scale"], r["t0"], r["interpolation"]) == key]
+        spread = _over_seeds(rs, ("success", "psnr"))
         pts.append({"guidance_scale": key[0], "t0": key[1], "interpolation": key[2], "n": len(rs),
-                    "success": float(np.mean([r["success"] for r in rs])),
-                    "psnr": float(np.mean([r["psnr"] for r in rs]))})
+                    "seeds": len({r["seed"] for r in rs}), "success": float(np.mean([r["success"] for r in rs])),
+                    "psnr": float(np.mean([r["psnr"] for r in rs])),
+                    "success_std": spread["success"][1], "psnr_std": spread["psnr"][1]})
     for p in pts:
         p["front"] = not any(q["success"] >= p["success"] and q["psnr"] >= p["psnr"] and
                              (q["success"] > p["success"] or q["psnr"] > p["psnr"]) for q in pts)

@@ -109,11 +109,11 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
                  "interpolation": [float(x) for x in a.sweep_interpolation.split(",")]}
     methods = None if a.methods is None else [m for m in a.methods.split(";") if m]
     rows_n = len(METHODS if methods is None else methods) * a.seeds
-    grid_n = int(np.prod([len(v) for v in sweep.values()])) if sweep else 0
+    grid_n = int(np.prod([len(v) for v in sweep.values()])) * a.sweep_seeds if sweep else 0
     sweep_iters = [int(x) for x in a.sweep_iters.split(",")] if a.sweep_iters else None
     iters_n = len(set(sweep_iters or ())) * a.seeds
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
-                                   sweep=sweep, methods=methods, sweep_iters=sweep_iters)
+                                   sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds)
     records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n), desc="bench-edit"))
     summary = bench.summarize(records)
     if summary:
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sweep-guidance", default="4,7")
     be.add_argument("--sweep-t0", default="0.6,0.75,0.9")
     be.add_argument("--sweep-interpolation", default="0,0.5,1")
+    be.add_argument("--sweep-seeds", type=int, default=1, help="edit seeds per swept setting (default 1: seed 0)")
     be.add_argument("--sweep-iters", default=None,
                     help="comma-separated tuning iteration counts (e.g. 16,32,64,128): UniTune's defaults scored "
                          "after each, from one tuning run per case (base stage only)")
