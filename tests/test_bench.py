@@ -110,6 +110,36 @@ def test_bench_edit_quick_cli(tmp_path, capsys):
     assert np.mean([r["psnr"] for r in sd]) > np.mean([r["psnr"] for r in t2i]) + 2
 
 
+def test_merge_reports_split_runs_as_one(tmp_path, capsys):
+    from unitune_nb.cli import main
+
+    def rec(case, method, seed, success, psnr, **kw):
+        return {"case": case, "kind": "time", "method": method, "seed": seed, "success": success, "psnr": psnr,
+                "ssim": 0.5, "identity": 10.0, "prep_s": 1.0, "edit_s": 0.1, **kw}
+
+    halves = [[rec(c, "UniTune", s, 1.0, 30.0) for c in range(2) for s in range(2)],
+              [rec(c, "UniTune", s, 0.0, 20.0) for c in range(2) for s in range(2)]
+              + [rec(0, "sweep", 0, 1.0, 26.0, guidance_scale=7.0, t0=0.6, interpolation=1.0)]]
+    for name, recs in zip("ab", halves):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bench_edit.json").write_text(json.dumps(
+            {"cases": 2, "seeds": 2, "iters": 64, "ti_iters": 64, "full": False, "threads": 1, "records": recs}))
+    records, meta = bench.merge_edit_runs([tmp_path / "a", tmp_path / "b"])
+    assert meta["cases"] == 4 and sorted({r["case"] for r in records}) == [0, 1, 2, 3]
+    out = tmp_path / "merged"
+    assert main(["bench-edit", "--merge", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--out", str(out)]) == 0
+    summary = json.loads((out / "bench_edit_summary.json").read_text())
+    assert summary["cases"] == 4 and summary["summary"]["UniTune"]["success"][0] == 0.5
+    assert summary["summary"]["UniTune"]["psnr"][0] == 25.0 and summary["chosen"]["psnr"] == 26.0
+    assert "default chosen on the front" in capsys.readouterr().out and (out / "pareto.png").is_file()
+    other = json.loads((tmp_path / "b" / "bench_edit.json").read_text())
+    (tmp_path / "b" / "bench_edit.json").write_text(json.dumps(dict(other, iters=128)))
+    with pytest.raises(ValueError, match="other settings"):
+        bench.merge_edit_runs([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(FileNotFoundError, match="bench-edit --out"):
+        bench.merge_edit_runs([tmp_path / "nothing"])
+
+
 def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     cases = bench.load_cases()[:1]
     recs = list(bench.bench_edit_steps(cases, seeds=2, iters=6, methods=["UniTune"], sweep_iters=[3, 6],

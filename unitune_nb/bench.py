@@ -423,3 +423,70 @@ def format_edit(summary: dict) -> str:
     if any_st:
         lines.append(f"\n{any_st['cases']} cases x {any_st['seeds']} seeds; ± is the std over seeds.")
     return "\n".join(lines)
+
+
+def edit_report(records: Sequence[dict], meta: dict) -> tuple[dict, str]:
+    """Everything ``bench-edit`` reports from its records: the rows' summary, the settings sweep with its
+    Pareto front and chosen default, the tuning-iteration table (each when present), as a dict (``meta``
+    merged in) and as markdown text."""
+    out = {**meta, "summary": summarize(records)}
+    parts = [format_edit(out["summary"])] if out["summary"] else []
+    pts = summarize_sweep(records)
+    if pts:
+        chosen = choose_default(pts)
+        out.update(sweep=pts, chosen=chosen)
+        lines = ["| guidance | t0 | interpolation | success | PSNR | front |", "|---|---|---|---|---|---|"]
+        lines += [f"| {p['guidance_scale']:g} | {p['t0']:g} | {p['interpolation']:g} | {p['success']:.2f} ± "
+                  f"{p['success_std']:.2f} | {p['psnr']:.1f} ± {p['psnr_std']:.1f} | {'*' if p['front'] else ''} |"
+                  for p in pts]
+        lines.append(f"\ndefault chosen on the front: guidance {chosen['guidance_scale']:g}, t0 {chosen['t0']:g}, "
+                     f"interpolation {chosen['interpolation']:g} (success {chosen['success']:.2f}, "
+                     f"PSNR {chosen['psnr']:.1f})")
+        parts.append("\n".join(lines))
+    its = summarize_iters(records)
+    if its:
+        out["iters_sweep"] = its
+        lines = ["| tuning iterations | success | PSNR outside mask (dB) | SSIM | tune s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | {r['psnr'][0]:.1f} ± "
+                  f"{r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |" for r in its]
+        parts.append("\n".join(lines))
+    return out, "\n\n".join(parts)
+
+
+def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) -> Path:
+    """Write ``bench_edit.json`` (with every record), ``bench_edit_summary.json`` and the figures
+    (``pareto.png``, ``iters.png`` when there is a tuning-iteration sweep) into ``folder``."""
+    import matplotlib.pyplot as plt
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "bench_edit.json").write_text(json.dumps({**out, "records": list(records)}, indent=1))
+    (d / "bench_edit_summary.json").write_text(json.dumps(out, indent=1))
+    if out.get("sweep") or out.get("summary"):
+        fig = pareto_figure(out.get("sweep", []), out.get("summary"), out.get("chosen"))
+        fig.savefig(d / "pareto.png", bbox_inches="tight")
+        plt.close(fig)
+    if out.get("iters_sweep"):
+        fig = iters_figure(out["iters_sweep"])
+        fig.savefig(d / "iters.png", bbox_inches="tight")
+        plt.close(fig)
+    return d / "bench_edit.json"
+
+
+def merge_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
+    """The records of several ``bench-edit --out`` folders (e.g. a case list split over processes or
+    machines) as one run: case numbers are offset so they stay distinct; ``cases`` adds up."""
+    records: list[dict] = []
+    meta: dict = {}
+    for f in folders:
+        path = Path(f) / "bench_edit.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
+        run = json.loads(path.read_text())
+        offset = meta.get("cases", 0)
+        records += [dict(r, case=r["case"] + offset) for r in run["records"]]
+        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads") if k in run}
+        if meta and any(meta.get(k) != m.get(k) for k in ("seeds", "iters", "ti_iters", "full")):
+            raise ValueError(f"{f} was run with other settings than {folders[0]}; only like runs can be merged")
+        meta = {**m, "cases": offset + m.get("cases", 0)}
+    return records, meta

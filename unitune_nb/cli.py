@@ -84,8 +84,19 @@ def cmd_bench_speed(a: argparse.Namespace) -> None:
 
 
 def cmd_bench_edit(a: argparse.Namespace) -> None:
-    import json
+    from . import bench
 
+    if a.merge:  # runs made separately (e.g. halves of the case list in two processes) reported as one
+        records, meta = bench.merge_edit_runs(a.merge.split(","))
+    else:
+        records, meta = _run_bench_edit(a)
+    out, text = bench.edit_report(records, meta)
+    print(text)
+    if a.out:
+        print("wrote", bench.write_edit_report(out, records, a.out))
+
+
+def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -115,38 +126,8 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
                                    sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds)
     records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n), desc="bench-edit"))
-    summary = bench.summarize(records)
-    if summary:
-        print(bench.format_edit(summary))
-    out = {"cases": len(cases), "seeds": a.seeds, "iters": a.iters, "ti_iters": a.ti_iters, "full": a.full,
-           "threads": torch.get_num_threads(), "summary": summary}
-    if sweep:
-        pts = bench.summarize_sweep(records)
-        chosen = bench.choose_default(pts)
-        out.update(sweep=pts, chosen=chosen)
-        print("\n| guidance | t0 | interpolation | success | PSNR | front |\n|---|---|---|---|---|---|")
-        for p in pts:
-            print(f"| {p['guidance_scale']:g} | {p['t0']:g} | {p['interpolation']:g} | {p['success']:.2f} | "
-                  f"{p['psnr']:.1f} | {'*' if p['front'] else ''} |")
-        print(f"\ndefault chosen on the front: guidance {chosen['guidance_scale']:g}, t0 {chosen['t0']:g}, "
-              f"interpolation {chosen['interpolation']:g} (success {chosen['success']:.2f}, PSNR {chosen['psnr']:.1f})")
-    if sweep_iters:
-        out["iters_sweep"] = bench.summarize_iters(records)
-        print("\n| tuning iterations | success | PSNR outside mask (dB) | SSIM | tune s |\n|---|---|---|---|---|")
-        for r in out["iters_sweep"]:
-            print(f"| {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | {r['psnr'][0]:.1f} ± "
-                  f"{r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |")
-    if a.out:
-        d = Path(a.out)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "bench_edit.json").write_text(json.dumps({**out, "records": records}, indent=1))
-        (d / "bench_edit_summary.json").write_text(json.dumps(out, indent=1))
-        if sweep or summary:
-            fig = bench.pareto_figure(out.get("sweep", []), summary, out.get("chosen"))
-            fig.savefig(d / "pareto.png", bbox_inches="tight")
-        if sweep_iters:
-            bench.iters_figure(out["iters_sweep"]).savefig(d / "iters.png", bbox_inches="tight")
-        print("wrote", d / "bench_edit.json")
+    return records, {"cases": len(cases), "seeds": a.seeds, "iters": a.iters, "ti_iters": a.ti_iters,
+                     "full": a.full, "threads": torch.get_num_threads()}
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -336,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "after each, from one tuning run per case (base stage only)")
     be.add_argument("--out", default=None, help="folder for bench_edit.json (every record), bench_edit_summary.json "
                     "and pareto.png")
+    be.add_argument("--merge", default=None, help="comma-separated --out folders of earlier runs (e.g. the case list "
+                    "split over processes): report them as one run instead of running")
     be.set_defaults(func=cmd_bench_edit)
 
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
