@@ -3,7 +3,8 @@
     python scripts/training_curve.py 90.8=runs/eval_main.json 149.6=runs/eval_syn.json ... \
         --out docs/bench/training_curve
 
-Each argument is MINUTES=REPORT (training minutes of the evaluated base stage, the JSON of its eval).
+Each argument is MINUTES=REPORT[=LABEL] (training minutes of the evaluated base stage, the JSON of its
+eval, an optional name for the checkpoint).
 Writes OUT.json (the points) and OUT.png (the figure, also used by the cascade-anatomy notebook).
 """
 from __future__ import annotations
@@ -17,15 +18,15 @@ from unitune_nb.plots import training_curve
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("points", nargs="+", help="MINUTES=eval_report.json")
+    p.add_argument("points", nargs="+", help="MINUTES=eval_report.json[=label]")
     p.add_argument("--out", default="docs/bench/training_curve")
     a = p.parse_args()
     pts = []
     for arg in a.points:
-        minutes, _, path = arg.partition("=")
+        minutes, path, *label = arg.split("=", 2)
         rep = json.loads(Path(path).read_text())
         tf = rep["text_following"]
-        pts.append({"minutes": float(minutes), "report": path, "n": tf["n"],
+        pts.append({"minutes": float(minutes), "label": label[0] if label else path, "n": tf["n"],
                     "accuracy": {k: v[0] for k, v in tf["accuracy"].items()}})
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
