@@ -8,7 +8,7 @@ import torch
 from unitune_nb import bench, world
 from unitune_nb.baselines import METHODS, forget_inversion, textual_inversion
 from unitune_nb.probe import load_probe
-from unitune_nb.tune import UniTune
+from unitune_nb.tune import EDIT_DEFAULTS, UniTune
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_merge_reports_split_runs_as_one(tmp_path, capsys):
 def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     cases = bench.load_cases()[:1]
     recs = list(bench.bench_edit_steps(cases, seeds=2, iters=6, methods=["UniTune"], sweep_iters=[3, 6],
-                                       sweep={"t0": [0.6]}, sweep_seeds=2))
+                                       sweep={"t0": [EDIT_DEFAULTS["t0"]]}, sweep_seeds=2))
     its = [r for r in recs if r["method"] == "iters"]
     assert sorted({(r["iters"], r["seed"]) for r in its}) == [(3, 0), (3, 1), (6, 0), (6, 1)]
     # the read at 6 iterations is the same model, seed and settings as the UniTune row tuned for 6
