@@ -350,11 +350,10 @@ def summarize_sweep(records: Sequence[dict]) -> list[dict]:
     pts = []
     for key in dict.fromkeys((r["guidance_scale"], r["t0"], r["interpolation"]) for r in rows):
         rs = [r for r in rows if (r["guidance_scale"], r["t0"], r["interpolation"]) == key]
-        spread = _over_seeds(rs, ("success", "psnr"))
+        (success, success_std), (psnr, psnr_std) = _over_seeds(rs, ("success", "psnr")).values()
         pts.append({"guidance_scale": key[0], "t0": key[1], "interpolation": key[2], "n": len(rs),
-                    "seeds": len({r["seed"] for r in rs}), "success": float(np.mean([r["success"] for r in rs])),
-                    "psnr": float(np.mean([r["psnr"] for r in rs])),
-                    "success_std": spread["success"][1], "psnr_std": spread["psnr"][1]})
+                    "seeds": len({r["seed"] for r in rs}), "success": success, "psnr": psnr,
+                    "success_std": success_std, "psnr_std": psnr_std})
     for p in pts:
         p["front"] = not any(q["success"] >= p["success"] and q["psnr"] >= p["psnr"] and
                              (q["success"] > p["success"] or q["psnr"] > p["psnr"]) for q in pts)
