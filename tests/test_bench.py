@@ -52,6 +52,17 @@ def test_method_settings_follow_each_rows_options():
                               {k: v for k, v in d.items() if k != "model_guidance"}, "beikkpic")
 
 
+def test_sdedit_rows_one_per_start():
+    rows = bench.sdedit_rows(METHODS, [0.5, 0.8])
+    names = [m.name for m in rows]
+    assert "SDEdit" not in names and names.count("SDEdit (t0 0.5)") == 1 and len(rows) == len(METHODS) + 1
+    d = {"guidance_scale": 4.0, "t0": 0.9, "interpolation": 1.0, "model_guidance": 2.0}
+    assert [bench.method_settings(m, d, "beikkpic")["t0"] for m in rows if m.name.startswith("SDEdit")] == [0.5, 0.8]
+    assert bench.sdedit_rows(METHODS, None) == list(METHODS)
+    with pytest.raises(ValueError, match="late start"):
+        bench.sdedit_rows(METHODS, [1.0])
+
+
 def test_sweep_front_and_default():
     recs = [{"method": "sweep", "guidance_scale": g, "t0": t, "interpolation": 0.0, "success": s, "psnr": p,
              "case": 0, "kind": "time", "seed": 0, "edit_s": 0.1}

@@ -200,7 +200,7 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
     """The edit options of a benchmark row (a :class:`~unitune_nb.baselines.Method`); ``defaults`` holds
     the edit defaults and, under ``"model_guidance"``, the model's text-to-image guidance scale."""
     t0 = defaults["t0"] if m.t0 is None else m.t0
-    if m.name == "SDEdit" and t0 >= 1.0:
+    if m.name.startswith("SDEdit") and t0 >= 1.0:
         t0 = SDEDIT_T0  # SDEdit is a late start by definition
     g = {None: defaults["guidance_scale"], "model": defaults.get("model_guidance")}.get(m.guidance_scale, m.guidance_scale)
     if g is None:
@@ -209,6 +209,22 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
             "interpolation": defaults["interpolation"] if m.interpolation is None else m.interpolation,
             "baseline_prompt": rare_token if m.prompt_guidance else None,
             "mask_from": m.mask_from or defaults.get("mask_from", EDIT_DEFAULTS["mask_from"])}
+
+
+def sdedit_rows(rows: Sequence, t0s: Sequence[float] | None) -> list:
+    """``rows`` with the SDEdit row (if any) replaced by one row per start in ``t0s``, named
+    "SDEdit (t0 0.6)" and so on: SDEdit's only knob is its start, so the fair comparison is its whole
+    curve, not one point that follows the engine's t0 (UniTune paper, Sec. 4.2 compares at several strengths)."""
+    if not t0s:
+        return list(rows)
+    bad = [t for t in t0s if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"SDEdit starts need 0 < t0 < 1 (a late start), got {bad}")
+    out = []
+    for m in rows:
+        out += ([dataclasses.replace(m, name=f"SDEdit (t0 {t:g})", t0=float(t)) for t in t0s]
+                if m.name == "SDEdit" else [m])
+    return out
 
 
 def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
@@ -237,7 +253,8 @@ def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: in
 def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int = 128, ti_iters: int = 128,
                      full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
                      rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
-                     sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1) -> Iterator[dict]:
+                     sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1,
+                     sdedit_t0: Sequence[float] | None = None) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
     Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
@@ -249,6 +266,7 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     ``sweep_iters`` (e.g. ``[16, 32, 64, 128]``) scores UniTune's default settings, every seed, after that
     many tuning iterations, records marked ``method="iters"``: one tuning run per case, read at each count
     (the tuning loop is a generator), so the sweep costs the longest count, not the sum.
+    ``sdedit_t0`` (e.g. ``[0.5, 0.6, 0.7, 0.8]``) runs SDEdit once per start (:func:`sdedit_rows`).
     """
     from .baselines import METHODS, UNITUNE, forget_inversion, textual_inversion
     from .probe import load_probe
@@ -261,7 +279,7 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
         d["guidance_scale"] = d["model_guidance"]
     stages = ("base", "sr1", "sr2") if full else ("base",)
     stages = tuple(s for s in stages if s in ut.cascade.stages)
-    rows = [m for m in METHODS if methods is None or m.name in methods]
+    rows = sdedit_rows([m for m in METHODS if methods is None or m.name in methods], sdedit_t0)
     unknown = set(methods or ()) - {m.name for m in METHODS}
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {[m.name for m in METHODS]}")

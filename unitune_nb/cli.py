@@ -119,12 +119,15 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
                  "t0": [float(x) for x in a.sweep_t0.split(",")],
                  "interpolation": [float(x) for x in a.sweep_interpolation.split(",")]}
     methods = None if a.methods is None else [m for m in a.methods.split(";") if m]
-    rows_n = len(METHODS if methods is None else methods) * a.seeds
+    sdedit_t0 = [float(x) for x in a.sdedit_t0.split(",")] if a.sdedit_t0 else None
+    rows = [m for m in METHODS if methods is None or m.name in methods]
+    rows_n = len(bench.sdedit_rows(rows, sdedit_t0)) * a.seeds
     grid_n = int(np.prod([len(v) for v in sweep.values()])) * a.sweep_seeds if sweep else 0
     sweep_iters = [int(x) for x in a.sweep_iters.split(",")] if a.sweep_iters else None
     iters_n = len(set(sweep_iters or ())) * a.seeds
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
-                                   sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds)
+                                   sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds,
+                                   sdedit_t0=sdedit_t0)
     records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n), desc="bench-edit"))
     return records, {"cases": len(cases), "seeds": a.seeds, "iters": a.iters, "ti_iters": a.ti_iters,
                      "full": a.full, "threads": torch.get_num_threads()}
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sweep-iters", default=None,
                     help="comma-separated tuning iteration counts (e.g. 16,32,64,128): UniTune's defaults scored "
                          "after each, from one tuning run per case (base stage only)")
+    be.add_argument("--sdedit-t0", default=None,
+                    help="comma-separated starts (e.g. 0.5,0.6,0.7,0.8): one SDEdit row per start instead of one row "
+                         "at the engine's t0")
     be.add_argument("--out", default=None, help="folder for bench_edit.json (every record), bench_edit_summary.json "
                     "and pareto.png")
     be.add_argument("--merge", default=None, help="comma-separated --out folders of earlier runs (e.g. the case list "
