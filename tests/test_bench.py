@@ -63,6 +63,17 @@ def test_sdedit_rows_one_per_start():
         bench.sdedit_rows(METHODS, [1.0])
 
 
+def test_pareto_figure_draws_rows_at_several_starts_as_one_curve():
+    st = lambda s, p: {"success": (s, 0.01), "psnr": (p, 0.2)}  # noqa: E731
+    summary = {"UniTune": st(0.7, 25.0), "SDEdit (t0 0.5)": st(0.3, 24.0), "SDEdit (t0 0.9)": st(0.7, 15.0),
+               "SDEdit (t0 0.7)": st(0.5, 19.0)}
+    ax = bench.pareto_figure([], summary).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [x for x in labels if x.startswith("SDEdit")] == ["SDEdit (t0 0.5-0.9)"]
+    curve = next(line for line in ax.get_lines() if line.get_label() == "SDEdit (t0 0.5-0.9)")
+    assert list(curve.get_xdata()) == [24.0, 19.0, 15.0]  # ordered by start
+
+
 def test_sweep_front_and_default():
     recs = [{"method": "sweep", "guidance_scale": g, "t0": t, "interpolation": 0.0, "success": s, "psnr": p,
              "case": 0, "kind": "time", "seed": 0, "edit_s": 0.1}

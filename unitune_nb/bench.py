@@ -17,6 +17,7 @@ import itertools
 import json
 import platform
 import random
+import re
 import resource
 import tempfile
 import time
@@ -399,9 +400,20 @@ def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: d
     if chosen:
         ax.scatter([chosen["psnr"]], [chosen["success"]], s=120, facecolors="none", edgecolors="k",
                    label=f"default: g={chosen['guidance_scale']:g}, t0={chosen['t0']:g}, interp={chosen['interpolation']:g}")
+    curves: dict[str, list] = {}  # rows run at several starts ("SDEdit (t0 0.6)", ...) drawn as one curve
     for name, st in (summary or {}).items():
         (s, ds), (p, dp) = st["success"], st["psnr"]
+        m = re.fullmatch(r"(.+) \(t0 ([\d.]+)\)", name)
+        if m:
+            curves.setdefault(m[1], []).append((float(m[2]), p, s))
+            continue
         ax.errorbar([p], [s], xerr=[dp], yerr=[ds], fmt="o", ms=5, capsize=2, label=name)
+    for name, pts in curves.items():
+        pts.sort()
+        line, = ax.plot([q[1] for q in pts], [q[2] for q in pts], "^:", ms=5,
+                        label=f"{name} (t0 {pts[0][0]:g}-{pts[-1][0]:g})")
+        for t0, p, s in (pts[0], pts[-1]):
+            ax.annotate(f"t0 {t0:g}", (p, s), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("preservation: PSNR vs oracle target outside the change mask (dB)")
     ax.set_ylabel("edit success (probe)")
     ax.grid(alpha=0.3)
