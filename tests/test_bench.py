@@ -133,6 +133,17 @@ def test_bench_edit_quick_cli(tmp_path, capsys):
     assert psnr["UniTune"] > psnr["UniTune, no interpolation"] + 1
 
 
+def test_bench_edit_cli_sdedit_at_several_starts(tmp_path, capsys):
+    from unitune_nb.cli import main
+
+    assert main(["bench-edit", "--quick", "--methods", "SDEdit", "--sdedit-t0", "0.5,0.8", "--out", str(tmp_path)]) == 0
+    assert "| SDEdit (t0 0.5) |" in capsys.readouterr().out
+    recs = json.loads((tmp_path / "bench_edit.json").read_text())["records"]
+    assert sorted({r["method"] for r in recs}) == ["SDEdit (t0 0.5)", "SDEdit (t0 0.8)"] and len(recs) == 8
+    psnr = {m: np.mean([r["psnr"] for r in recs if r["method"] == m]) for m in ("SDEdit (t0 0.5)", "SDEdit (t0 0.8)")}
+    assert psnr["SDEdit (t0 0.5)"] > psnr["SDEdit (t0 0.8)"]  # a later start keeps more of the source
+
+
 def test_merge_reports_split_runs_as_one(tmp_path, capsys):
     from unitune_nb.cli import main
 
