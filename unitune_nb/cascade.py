@@ -207,7 +207,8 @@ class Cascade:
         for s in wanted:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                unets[s] = UNet2DConditionModel.from_pretrained(path, subfolder=s, torch_dtype=torch.float32)
+                unets[s] = UNet2DConditionModel.from_pretrained(path, subfolder=s, torch_dtype=torch.float32,
+                                                                low_cpu_mem_usage=False)  # small: no accelerate needed
         sched = None
         if (path / "scheduler" / "scheduler_config.json").is_file():
             sched = DDIMScheduler.from_pretrained(path, subfolder="scheduler")

@@ -245,14 +245,14 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
         if not (src / stage / "config.json").is_file():
             raise FileNotFoundError(f"--init-from {src}: no stage {stage!r} there (expected {src / stage / 'config.json'})")
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(src, subfolder=stage,
-                                                                  torch_dtype=torch.float32).state_dict())
+                                                                  torch_dtype=torch.float32, low_cpu_mem_usage=False).state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     start = 0
     elapsed0 = 0.0
     if prev:
         unet.load_state_dict(load_file(str(state_dir / "model.safetensors")))
-        ema_unet = UNet2DConditionModel.from_pretrained(out / stage)
+        ema_unet = UNet2DConditionModel.from_pretrained(out / stage, low_cpu_mem_usage=False)
         ema = EMAModel(ema_unet.parameters(), decay=cfg.ema_decay)
         ema.optimization_step = prev["step"]
         _load_optimizer(opt, names, state_dir / "optimizer.safetensors")
