@@ -61,6 +61,11 @@ def test_sdedit_rows_one_per_start():
     assert bench.sdedit_rows(METHODS, None) == list(METHODS)
     with pytest.raises(ValueError, match="late start"):
         bench.sdedit_rows(METHODS, [1.0])
+    # the rows a run scores: the named ones, SDEdit once per start; a wrong name says what there is
+    assert [m.name for m in bench.benchmark_rows(["UniTune", "SDEdit"], [0.5, 0.8])] == [
+        "UniTune", "SDEdit (t0 0.5)", "SDEdit (t0 0.8)"]
+    with pytest.raises(ValueError, match="choose from"):
+        bench.benchmark_rows(["SDEdit at 0.5"])
 
 
 def test_pareto_figure_draws_rows_at_several_starts_as_one_curve():

@@ -201,7 +201,7 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
     """The edit options of a benchmark row (a :class:`~unitune_nb.baselines.Method`); ``defaults`` holds
     the edit defaults and, under ``"model_guidance"``, the model's text-to-image guidance scale."""
     t0 = defaults["t0"] if m.t0 is None else m.t0
-    if m.name.startswith("SDEdit") and t0 >= 1.0:
+    if m.name == "SDEdit" and t0 >= 1.0:
         t0 = SDEDIT_T0  # SDEdit is a late start by definition
     g = {None: defaults["guidance_scale"], "model": defaults.get("model_guidance")}.get(m.guidance_scale, m.guidance_scale)
     if g is None:
@@ -226,6 +226,17 @@ def sdedit_rows(rows: Sequence, t0s: Sequence[float] | None) -> list:
         out += ([dataclasses.replace(m, name=f"SDEdit (t0 {t:g})", t0=float(t)) for t in t0s]
                 if m.name == "SDEdit" else [m])
     return out
+
+
+def benchmark_rows(methods: Sequence[str] | None = None, sdedit_t0: Sequence[float] | None = None) -> list:
+    """The rows a run scores: every :data:`~unitune_nb.baselines.METHODS` row (or those named in ``methods``),
+    SDEdit once per start in ``sdedit_t0`` (:func:`sdedit_rows`)."""
+    from .baselines import METHODS
+
+    unknown = set(methods or ()) - {m.name for m in METHODS}
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {[m.name for m in METHODS]}")
+    return sdedit_rows([m for m in METHODS if methods is None or m.name in methods], sdedit_t0)
 
 
 def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
@@ -280,10 +291,7 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
         d["guidance_scale"] = d["model_guidance"]
     stages = ("base", "sr1", "sr2") if full else ("base",)
     stages = tuple(s for s in stages if s in ut.cascade.stages)
-    rows = sdedit_rows([m for m in METHODS if methods is None or m.name in methods], sdedit_t0)
-    unknown = set(methods or ()) - {m.name for m in METHODS}
-    if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {[m.name for m in METHODS]}")
+    rows = benchmark_rows(methods, sdedit_t0)
     sweep_iters = sorted({int(k) for k in sweep_iters or ()})
     if sweep_iters and (full or sweep_iters[0] < 1):
         raise ValueError("sweep_iters needs positive counts and works on the base stage only (leave out full=True)")

@@ -102,7 +102,6 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
     from tqdm.auto import tqdm
 
     from . import bench
-    from .baselines import METHODS
 
     cases = bench.load_cases(a.cases_file)
     if a.quick:  # one case of each of four kinds, short tuning, one seed: a smoke run in ~1-2 minutes
@@ -120,8 +119,7 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
                  "interpolation": [float(x) for x in a.sweep_interpolation.split(",")]}
     methods = None if a.methods is None else [m for m in a.methods.split(";") if m]
     sdedit_t0 = [float(x) for x in a.sdedit_t0.split(",")] if a.sdedit_t0 else None
-    rows = [m for m in METHODS if methods is None or m.name in methods]
-    rows_n = len(bench.sdedit_rows(rows, sdedit_t0)) * a.seeds
+    rows_n = len(bench.benchmark_rows(methods, sdedit_t0)) * a.seeds
     grid_n = int(np.prod([len(v) for v in sweep.values()])) * a.sweep_seeds if sweep else 0
     sweep_iters = [int(x) for x in a.sweep_iters.split(",")] if a.sweep_iters else None
     iters_n = len(set(sweep_iters or ())) * a.seeds
