@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 import torch
@@ -44,3 +45,22 @@ def test_init_from_shipped_weights(tmp_path, text_encoder):
     assert all(torch.allclose(shipped[k], got[k], atol=1e-4) for k in shipped)
     with pytest.raises(FileNotFoundError, match="no stage"):
         train("sr2", tmp_path / "x", steps=1, progress=False, text_encoder=text_encoder, init_from=tmp_path / "none")
+
+
+def test_snr_gamma_zero_weighs_every_timestep_alike(text_encoder):
+    """``snr_gamma=0`` (the CLI's ``--snr-gamma 0``) is the plain loss, like ``None``; min-SNR weighting changes it."""
+    from unitune_nb.cascade import make_unet
+    from unitune_nb.train import diffusion_loss
+
+    unet = make_unet("sr1")
+    cfg = TrainConfig(stage="sr1", batch_size=4)
+    x0, low, caps = make_batch(cfg, random.Random(0))
+    text = text_encoder(caps)
+
+    def loss(gamma):
+        with torch.no_grad():
+            return diffusion_loss(unet, x0, text, low, torch.Generator().manual_seed(1), snr_gamma=gamma,
+                                  crop=cfg.crop, rng=random.Random(2)).item()
+
+    assert loss(0) == pytest.approx(loss(None))
+    assert loss(5.0) != pytest.approx(loss(0), rel=1e-3)

@@ -114,3 +114,6 @@ def test_training_synonyms_rephrase_captions_and_stay_apart_from_the_eval_paraph
     assert set(world.SYNONYMS) == set(PARAPHRASES)  # the same phrases, in other words...
     train_words = {v for vs in world.SYNONYMS.values() for v in vs}
     assert not train_words & {v for vs in PARAPHRASES.values() for v in vs}  # ...never the evaluation's
+    # nor any of the evaluation's one-word alternatives ("crimson", "cabin") inside a longer training phrase
+    train_vocab = {w for v in train_words for w in v.split()}
+    assert not train_vocab & {v for vs in PARAPHRASES.values() for v in vs if " " not in v}

@@ -43,7 +43,7 @@ class TrainConfig:
     warmup: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    snr_gamma: float = 5.0
+    snr_gamma: float = 5.0  # min-SNR loss weighting; 0 = every timestep alike (plain v-loss)
     drop: float = 0.3
     empty: float = 0.1
     synonyms: float = 0.0  # say each caption phrase in other words (world.SYNONYMS) with this probability
@@ -88,7 +88,7 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     residual is multiplied by ``residual_scale`` to bring it to about unit variance (``residual=False``
     diffuses the image itself, as DeepFloyd IF's stage II).  ``crop`` trains on a random crop of that
     size.  ``scheduler`` (default: ours, v-prediction) sets the noise schedule and target;
-    ``snr_gamma=None`` weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
+    ``snr_gamma=None`` (or 0) weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
     trained on its noise half.  Used by training and by UniTune's fine-tuning alike.
     """
     sched = scheduler or _SCHED
@@ -118,7 +118,7 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     if pred.shape[1] == 2 * target.shape[1]:  # learned variance (IF): train the noise half
         pred = pred[:, : target.shape[1]]
     err = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
-    if snr_gamma is None:
+    if not snr_gamma:
         return err.mean()
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas[t] / (1 - alphas[t])
