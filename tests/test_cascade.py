@@ -108,3 +108,28 @@ def test_cli_generate_and_errors(tmp_path):
     assert r.returncode == 2 and "unknown stage 'sr9'" in r.stderr and "Traceback" not in r.stderr
     r = _cli("generate", "a car", "--weights", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "not a unitune_nb cascade folder" in r.stderr
+
+
+def test_each_stage_samples_with_its_own_prediction_type(cascade, tmp_path):
+    """An SR stage that predicts the clean residual samples with a ``"sample"`` scheduler, the base stage
+    with the cascade's (v); sampling follows the stage's setting."""
+    import copy
+
+    assert cascade.stage_scheduler("base") is cascade.scheduler
+    assert cascade.stage_scheduler("sr1").config.prediction_type == cascade.defaults["sr1"]["prediction_type"]
+    c = copy.copy(cascade)
+    c.defaults = {s: dict(d) for s, d in cascade.defaults.items()}
+    other = "v_prediction" if cascade.defaults["sr1"]["prediction_type"] == "sample" else "sample"
+    c.defaults["sr1"]["prediction_type"] = other
+    assert c.stage_scheduler("sr1").config.prediction_type == other
+    a = c.generate("a red car on sand at night", seed=3, stages=["base", "sr1"]).images
+    b = cascade.generate("a red car on sand at night", seed=3, stages=["base", "sr1"]).images
+    assert a["base"].tobytes() == b["base"].tobytes() and a["sr1"].tobytes() != b["sr1"].tobytes()
+    # folders written before prediction types were recorded predicted v in every stage
+    cascade.save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "unitune_nb.json").read_text())
+    for d in meta["defaults"].values():
+        d.pop("prediction_type", None)
+    (tmp_path / "old" / "unitune_nb.json").write_text(json.dumps(meta))
+    old = Cascade.from_pretrained(tmp_path / "old", text_encoder=cascade.text_encoder)
+    assert all(old.defaults[s]["prediction_type"] == "v_prediction" for s in old.stages)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from unitune_nb.cascade import default_snr_gamma
 from unitune_nb.train import TrainConfig, make_batch, train
 
 
@@ -28,6 +29,17 @@ def test_two_step_training_writes_a_loadable_stage_and_resumes(tmp_path, text_en
     assert s2["step"] == 3 and s2["config"]["batch_size"] == 2  # config comes back from the checkpoint
     after = UNet2DConditionModel.from_pretrained(run, subfolder=stage).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the EMA weights moved on
+    cfg = TrainConfig(stage=stage)
+    meta = json.loads((run / "unitune_nb.json").read_text())  # sampling reads how the stage was trained
+    assert meta["defaults"][stage]["prediction_type"] == cfg.prediction_type
+    assert state["config"]["snr_gamma"] == default_snr_gamma(cfg.prediction_type)
+
+
+def test_prediction_type_is_checked_and_sets_the_loss_weighting():
+    assert TrainConfig(stage="sr1", prediction_type="sample").snr_gamma == 0
+    assert TrainConfig(stage="base", prediction_type="v_prediction").snr_gamma == 5
+    with pytest.raises(ValueError, match="prediction_type"):
+        TrainConfig(stage="sr1", prediction_type="x0")
 
 
 def test_train_needs_a_stop_condition(tmp_path):
@@ -43,6 +55,11 @@ def test_init_from_shipped_weights(tmp_path, text_encoder):
           init_from=default_weights())
     got = UNet2DConditionModel.from_pretrained(tmp_path, subfolder="sr2").state_dict()
     assert all(torch.allclose(shipped[k], got[k], atol=1e-4) for k in shipped)
+    # trained further the way the shipped stage was trained, and the run folder says so for sampling
+    was = json.loads((default_weights() / "unitune_nb.json").read_text())["defaults"]["sr2"]
+    now = json.loads((tmp_path / "unitune_nb.json").read_text())["defaults"]["sr2"]
+    assert now["residual_scale"] == was["residual_scale"]
+    assert now["prediction_type"] == was.get("prediction_type", "v_prediction")
     with pytest.raises(FileNotFoundError, match="no stage"):
         train("sr2", tmp_path / "x", steps=1, progress=False, text_encoder=text_encoder, init_from=tmp_path / "none")
 

@@ -44,15 +44,22 @@ FORMAT = "unitune_nb-embedded-cascade"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name
 
-#: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level).
-# SR stages diffuse (target - upsample(low)) * RESIDUAL_SCALE: the residual's std is ~0.12, so scaling it
-# to ~1 puts its detail where the noise schedule (and min-SNR weighting) spends its effort.
-RESIDUAL_SCALE = 8.0
+#: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level, what the U-Net predicts).
+# SR stages diffuse the residual (target - upsample(low)) * residual_scale and predict it clean ("sample"),
+# trained with the plain loss: the residual's std is only ~0.12, so at most noise levels it is buried and the
+# prediction must come from the low-res image alone -- a regression that x0-prediction learns directly, where
+# v-prediction with min-SNR weighting gave those levels almost no weight and stayed below bicubic upsampling.
 DEFAULTS = {
-    "base": {"guidance_scale": 2.0, "steps": 25},
-    "sr1": {"guidance_scale": 1.0, "steps": 12, "noise_level": 100, "residual_scale": RESIDUAL_SCALE},
-    "sr2": {"guidance_scale": 1.0, "steps": 8, "noise_level": 100, "residual_scale": RESIDUAL_SCALE},
+    "base": {"guidance_scale": 2.0, "steps": 25, "prediction_type": "v_prediction"},
+    "sr1": {"guidance_scale": 1.0, "steps": 12, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
+    "sr2": {"guidance_scale": 1.0, "steps": 8, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
 }
+
+
+def default_snr_gamma(prediction_type: str) -> float:
+    """The loss weighting a stage trains and tunes with: min-SNR (gamma 5) for v / noise prediction; none (0)
+    for a stage that predicts the clean sample, whose high-noise steps are where it learns the mean detail."""
+    return 0.0 if prediction_type == "sample" else 5.0
 
 
 def default_weights() -> Path:
@@ -87,10 +94,10 @@ def make_unet(stage: str, seed: int = 0) -> UNet2DConditionModel:
     return UNet2DConditionModel(**unet_config(stage))
 
 
-def train_scheduler() -> DDPMScheduler:
-    """The training noise schedule: 1000-step cosine, v-prediction."""
+def train_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """The training noise schedule: 1000-step cosine, v-prediction unless told (SR stages: ``"sample"``)."""
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="v_prediction", clip_sample=False)
+                         prediction_type=prediction_type, clip_sample=False)
 
 
 def check_stage(stage: str) -> str:
@@ -171,8 +178,10 @@ class Cascade:
         """The stage's training loss on images ``x0`` in [-1, 1] (UniTune fine-tunes with it)."""
         from .train import diffusion_loss
 
+        kind = self.defaults[stage].get("prediction_type", "v_prediction")
         return diffusion_loss(self.unets[stage], x0, text, low, generator, max_noise_level, crop=crop, rng=rng,
-                              residual_scale=self.defaults[stage].get("residual_scale", 1.0))
+                              residual_scale=self.defaults[stage].get("residual_scale", 1.0),
+                              snr_gamma=default_snr_gamma(kind), scheduler=train_scheduler(kind))
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -215,6 +224,8 @@ class Cascade:
         defaults = meta.get("defaults") or {}
         for s in STAGES[1:]:  # folders written before the residual scale existed diffused the plain residual
             defaults.setdefault(s, {}).setdefault("residual_scale", 1.0)
+        for s in STAGES:  # ... and before SR stages predicted the clean residual, every stage predicted v
+            defaults.setdefault(s, {}).setdefault("prediction_type", "v_prediction")
         return cls(unets, text_encoder=text_encoder, scheduler=sched, defaults=defaults)
 
     def save_pretrained(self, path: str | os.PathLike, fp16: bool = True) -> None:
@@ -277,6 +288,17 @@ class Cascade:
             raise ValueError(f"stages run in order from 'base'; this cascade has {self.stages}, got {stages}")
         return stages
 
+    def stage_scheduler(self, stage: str) -> DDIMScheduler:
+        """The sampling scheduler of ``stage``: the cascade's, with the stage's prediction type (an SR stage
+        that predicts the clean residual, ``"sample"``, where the base stage predicts v)."""
+        d = self.defaults[stage]
+        kind = d.get("prediction_type", "v_prediction")
+        if kind == self.scheduler.config.prediction_type:
+            return self.scheduler
+        # a residual spans [-2, 2] (times its scale): clip the predicted residual there, not to the image's [-1, 1]
+        return DDIMScheduler.from_config(self.scheduler.config, prediction_type=kind,
+                                         clip_sample_range=2.0 * d.get("residual_scale", 1.0))
+
     def stage_sampler(self, stage: str, text: TextEmbedding, baseline: TextEmbedding | None,
                       generator: torch.Generator, low: torch.Tensor | None = None, guidance_scale: float | None = None,
                       steps: int | None = None, x_init: torch.Tensor | None = None,
@@ -289,7 +311,7 @@ class Cascade:
         d = self.defaults[stage]
         g = d["guidance_scale"] if guidance_scale is None else guidance_scale
         k = d["steps"] if steps is None else steps
-        it = sample(self.unets[stage], self.scheduler, text, baseline, guidance_scale=g, steps=k,
+        it = sample(self.unets[stage], self.stage_scheduler(stage), text, baseline, guidance_scale=g, steps=k,
                     size=self.sample_sizes[stage], generator=generator, low_res=low,
                     noise_level=d.get("noise_level", 0), residual_scale=d.get("residual_scale", 1.0),
                     residual=d.get("residual", True), x_init=x_init, t0=t0)

@@ -28,7 +28,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from . import world
-from .cascade import DEFAULTS, SIZE, check_stage, make_unet, train_scheduler, write_meta
+from .cascade import DEFAULTS, SIZE, check_stage, default_snr_gamma, make_unet, train_scheduler, write_meta
 from .images import to_tensor
 from .sample import unet_forward, upsample
 from .text import TextEmbedding, TextEncoder
@@ -43,7 +43,8 @@ class TrainConfig:
     warmup: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    snr_gamma: float = 5.0  # min-SNR loss weighting; 0 = every timestep alike (plain v-loss)
+    prediction_type: str | None = None  # what the U-Net predicts; default DEFAULTS[stage] (v, or "sample")
+    snr_gamma: float | None = None  # min-SNR loss weighting; 0 = every timestep alike; default by prediction
     drop: float = 0.3
     empty: float = 0.1
     synonyms: float = 0.0  # say each caption phrase in other words (world.SYNONYMS) with this probability
@@ -59,6 +60,17 @@ class TrainConfig:
             self.crop = SIZE[self.stage] // 2
         if self.residual_scale is None:
             self.residual_scale = DEFAULTS[self.stage].get("residual_scale", 1.0)
+        if self.prediction_type is None:
+            self.prediction_type = DEFAULTS[self.stage].get("prediction_type", "v_prediction")
+        if self.prediction_type not in ("v_prediction", "epsilon", "sample"):
+            raise ValueError(f"prediction_type must be v_prediction, epsilon or sample, got {self.prediction_type!r}")
+        if self.snr_gamma is None:
+            self.snr_gamma = default_snr_gamma(self.prediction_type)
+
+    def stage_defaults(self) -> dict:
+        """What sampling must know of how this stage was trained (written into the run's ``unitune_nb.json``)."""
+        d = {"prediction_type": self.prediction_type}
+        return d if self.stage == "base" else dict(d, residual_scale=self.residual_scale)
 
 
 def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
@@ -135,12 +147,13 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
     rng = random.Random(cfg.seed * 1_000_003 + start_step)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
     step = start_step
+    scheduler = train_scheduler(cfg.prediction_type)
     avg = None  # running mean of the loss, for the spike guard
     unet.train()
     while True:
         x0, low, caps = make_batch(cfg, rng)
         loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
-                              cfg.crop, rng, cfg.residual_scale)
+                              cfg.crop, rng, cfg.residual_scale, scheduler=scheduler)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
         value = loss.item()
@@ -185,8 +198,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, names: list[str], file: Path) ->
 
 
 def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAModel,
-                    opt: torch.optim.Optimizer, state: dict) -> None:
-    """Write the EMA weights as a loadable diffusers folder ``out/stage`` plus a resumable train state."""
+                    opt: torch.optim.Optimizer, state: dict, stage_defaults: dict | None = None) -> None:
+    """Write the EMA weights as a loadable diffusers folder ``out/stage`` plus a resumable train state;
+    ``stage_defaults`` (how the stage was trained: :meth:`TrainConfig.stage_defaults`) go into the folder's
+    ``unitune_nb.json`` beside the other stages' entries."""
     names = [n for n, _ in unet.named_parameters()]
     tmp = out / f".{stage}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -211,7 +226,11 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
         else:
             shutil.move(str(src), str(dst))
         shutil.rmtree(old, ignore_errors=True)
-    write_meta(out)
+    meta = out / "unitune_nb.json"
+    defaults = (json.loads(meta.read_text()).get("defaults") if meta.is_file() else None) or DEFAULTS
+    defaults = {s: dict(v) for s, v in defaults.items()}
+    defaults[stage] = {**defaults.get(stage, DEFAULTS[stage]), **(stage_defaults or {})}
+    write_meta(out, defaults)
 
 
 def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
@@ -233,9 +252,17 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
     prev = {}
     if resume and (state_dir / "state.json").is_file():
         prev = json.loads((state_dir / "state.json").read_text())
+        prev["config"].setdefault("prediction_type", "v_prediction")  # runs from before SR stages predicted x0
         config = {**prev["config"], **{k: v for k, v in config.items() if v is not None}}
     elif resume:
         print(f"nothing to resume in {state_dir}; starting {stage} from scratch")
+    if init_from is not None and not prev:  # train further the way the weights were trained unless told otherwise
+        meta = Path(init_from) / "unitune_nb.json"
+        was = ((json.loads(meta.read_text()).get("defaults") or {}) if meta.is_file() else {}).get(stage, {})
+        config.setdefault("prediction_type", None)
+        config["prediction_type"] = config["prediction_type"] or was.get("prediction_type", "v_prediction")
+        if stage != "base" and config.get("residual_scale") is None:
+            config["residual_scale"] = was.get("residual_scale", 1.0)
     cfg = TrainConfig(stage=stage, **{k: v for k, v in config.items() if v is not None and k != "stage"})
     torch.manual_seed(cfg.seed)
     unet = make_unet(stage, seed=cfg.seed)
@@ -280,10 +307,10 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
             if (steps is not None and step - start >= steps) or now - t_start >= budget:
                 break
             if now - last_ckpt >= checkpoint_every * 60:
-                save_checkpoint(out, stage, unet, ema, opt, state())
+                save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
                 last_ckpt = now
     finally:
         bar.close()
         if step > start:
-            save_checkpoint(out, stage, unet, ema, opt, state())
+            save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
     return state()
