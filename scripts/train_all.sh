@@ -5,8 +5,8 @@
 set -euo pipefail
 RUN=${1:-runs/main}
 BASE_MIN=${2:-60}
-SR1_MIN=${3:-10}
-SR2_MIN=${4:-10}
+SR1_MIN=${3:-45}
+SR2_MIN=${4:-50}
 SYNONYMS=${SYNONYMS:-0.3}  # base captions say each phrase in other words with this probability
 THREADS=${THREADS:-2}  # use 1 while the machine does other work: 2 threads on a busy 2-core box crawl
 unitune-nb --threads "$THREADS" train --stage sr1 --out "$RUN" --minutes "$SR1_MIN" --resume
