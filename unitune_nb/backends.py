@@ -26,6 +26,7 @@ models of the same classes locally.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -224,6 +225,8 @@ def _load(cls, name: str, **kw):
     if looks_local and not Path(name).expanduser().is_dir():
         raise FileNotFoundError(f"no model folder at {name}: pass a folder written by `save_pretrained` "
                                 f"or a Hugging Face model id such as {IF_STAGE_I!r}")
+    if cls.__module__.startswith("diffusers") and importlib.util.find_spec("accelerate") is None:
+        kw.setdefault("low_cpu_mem_usage", False)  # diffusers' fallback anyway, without its warning every load
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -49,10 +49,11 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name
 # trained with the plain loss: the residual's std is only ~0.12, so at most noise levels it is buried and the
 # prediction must come from the low-res image alone -- a regression that x0-prediction learns directly, where
 # v-prediction with min-SNR weighting gave those levels almost no weight and stayed below bicubic upsampling.
+# Few DDIM steps land nearest the mean: 4 scored higher PSNR than 8 or 12 (docs/benchmarks.md).
 DEFAULTS = {
     "base": {"guidance_scale": 2.0, "steps": 25, "prediction_type": "v_prediction"},
-    "sr1": {"guidance_scale": 1.0, "steps": 12, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
-    "sr2": {"guidance_scale": 1.0, "steps": 8, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
+    "sr1": {"guidance_scale": 1.0, "steps": 4, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
+    "sr2": {"guidance_scale": 1.0, "steps": 4, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
 }
 
 

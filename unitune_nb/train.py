@@ -97,9 +97,9 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  SR stages diffuse
     the residual ``x0 - upsample(low)``: they start from a sharp-less but right-coloured image and
     only learn the detail, which trains far faster on a CPU than predicting the whole image; the
-    residual is multiplied by ``residual_scale`` to bring it to about unit variance (``residual=False``
-    diffuses the image itself, as DeepFloyd IF's stage II).  ``crop`` trains on a random crop of that
-    size.  ``scheduler`` (default: ours, v-prediction) sets the noise schedule and target;
+    residual is multiplied by ``residual_scale`` (``residual=False`` diffuses the image itself, as
+    DeepFloyd IF's stage II).  ``crop`` trains on a random crop of that
+    size.  ``scheduler`` (default: ours, v-prediction; SR stages pass a ``"sample"`` one) sets the noise schedule and target;
     ``snr_gamma=None`` (or 0) weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
     trained on its noise half.  Used by training and by UniTune's fine-tuning alike.
     """
