@@ -46,6 +46,9 @@ def test_if_loads_as_a_two_stage_cascade(if_cascade):
     assert c.stages == ("base", "sr1") and c.sizes == {"base": 16, "sr1": 32}
     assert c.unets["base"].config.out_channels == 6  # noise + learned variance
     assert c.unets["sr1"].config.class_embed_type == "timestep"  # else the noise level is silently ignored
+    # the real model's own scheduler (epsilon prediction) samples every stage, not the embedded model's per-stage one
+    assert all(c.stage_scheduler(s) is c.scheduler for s in c.stages)
+    assert c.scheduler.config.prediction_type == "epsilon"
     a = c.generate("a red house", seed=1, **FAST)
     b = c.generate("a red house", seed=1, **FAST)
     assert a.images["base"].size == (16, 16) and a.image.size == (32, 32)
@@ -113,6 +116,7 @@ def test_if_tune_both_stages_and_every_edit_option(if_cascade, source):
 def test_sd_edits_in_latent_space(sd_cascade, source):
     c = sd_cascade
     assert c.stages == ("base",) and c.sizes == {"base": 32} and c.sample_sizes == {"base": 16}
+    assert c.stage_scheduler("base") is c.scheduler  # SD's own prediction type, whatever it is
     ut = UniTune(c)
     ut.tune(source, iters=2, progress=False)  # default stages: just the one SD has
     assert ut.tuned == ("base",)

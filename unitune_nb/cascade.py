@@ -179,7 +179,7 @@ class Cascade:
         """The stage's training loss on images ``x0`` in [-1, 1] (UniTune fine-tunes with it)."""
         from .train import diffusion_loss
 
-        kind = self.defaults[stage].get("prediction_type", "v_prediction")
+        kind = self.prediction_type(stage)
         return diffusion_loss(self.unets[stage], x0, text, low, generator, max_noise_level, crop=crop, rng=rng,
                               residual_scale=self.defaults[stage].get("residual_scale", 1.0),
                               snr_gamma=default_snr_gamma(kind), scheduler=train_scheduler(kind))
@@ -289,11 +289,15 @@ class Cascade:
             raise ValueError(f"stages run in order from 'base'; this cascade has {self.stages}, got {stages}")
         return stages
 
+    def prediction_type(self, stage: str) -> str:
+        """What ``stage``'s U-Net predicts: its defaults say so, else the cascade scheduler's own (real models)."""
+        return self.defaults[stage].get("prediction_type", self.scheduler.config.prediction_type)
+
     def stage_scheduler(self, stage: str) -> DDIMScheduler:
         """The sampling scheduler of ``stage``: the cascade's, with the stage's prediction type (an SR stage
         that predicts the clean residual, ``"sample"``, where the base stage predicts v)."""
         d = self.defaults[stage]
-        kind = d.get("prediction_type", "v_prediction")
+        kind = self.prediction_type(stage)
         if kind == self.scheduler.config.prediction_type:
             return self.scheduler
         # a residual spans [-2, 2] (times its scale): clip the predicted residual there, not to the image's [-1, 1]
