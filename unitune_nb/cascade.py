@@ -177,12 +177,12 @@ class Cascade:
              generator: torch.Generator | None = None, rng=None, crop: int | None = None,
              max_noise_level: int = 350) -> torch.Tensor:
         """The stage's training loss on images ``x0`` in [-1, 1] (UniTune fine-tunes with it)."""
-        from .train import diffusion_loss
+        from .train import diffusion_loss, loss_scheduler
 
         kind = self.prediction_type(stage)
         return diffusion_loss(self.unets[stage], x0, text, low, generator, max_noise_level, crop=crop, rng=rng,
                               residual_scale=self.defaults[stage].get("residual_scale", 1.0),
-                              snr_gamma=default_snr_gamma(kind), scheduler=train_scheduler(kind))
+                              snr_gamma=default_snr_gamma(kind), scheduler=loss_scheduler(kind))
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -366,6 +366,12 @@ class StageRun:
     intermediates: dict[str, list[Step]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)
+
+
+def read_defaults(path: Path) -> dict:
+    """The per-stage sampling defaults a folder's ``unitune_nb.json`` records ({} where it has none)."""
+    f = path / "unitune_nb.json"
+    return (json.loads(f.read_text()).get("defaults") or {}) if f.is_file() else {}
 
 
 def write_meta(path: Path, defaults: dict | None = None, extra: dict | None = None) -> None:

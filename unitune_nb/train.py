@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from . import world
-from .cascade import DEFAULTS, SIZE, check_stage, default_snr_gamma, make_unet, train_scheduler, write_meta
+from .cascade import (DEFAULTS, SIZE, check_stage, default_snr_gamma, make_unet, read_defaults, train_scheduler,
+                      write_meta)
 from .images import to_tensor
 from .sample import unet_forward, upsample
 from .text import TextEmbedding, TextEncoder
@@ -103,7 +104,7 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     ``snr_gamma=None`` (or 0) weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
     trained on its noise half.  Used by training and by UniTune's fine-tuning alike.
     """
-    sched = scheduler or _SCHED
+    sched = scheduler or loss_scheduler()
     unet_param = next(unet.parameters())
     device, dtype = unet_param.device, unet_param.dtype
     b = x0.shape[0]
@@ -138,7 +139,15 @@ def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbed
     return (weight * err).mean()
 
 
-_SCHED = train_scheduler()
+_SCHEDULERS: dict[str, DDPMScheduler] = {}
+
+
+def loss_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """The training noise schedule for ``prediction_type``, built once: losses only read it (UniTune's tuning
+    calls the loss every iteration)."""
+    if prediction_type not in _SCHEDULERS:
+        _SCHEDULERS[prediction_type] = train_scheduler(prediction_type)
+    return _SCHEDULERS[prediction_type]
 
 
 def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: TextEncoder,
@@ -147,7 +156,7 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
     rng = random.Random(cfg.seed * 1_000_003 + start_step)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
     step = start_step
-    scheduler = train_scheduler(cfg.prediction_type)
+    scheduler = loss_scheduler(cfg.prediction_type)
     avg = None  # running mean of the loss, for the spike guard
     unet.train()
     while True:
@@ -226,9 +235,7 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
         else:
             shutil.move(str(src), str(dst))
         shutil.rmtree(old, ignore_errors=True)
-    meta = out / "unitune_nb.json"
-    defaults = (json.loads(meta.read_text()).get("defaults") if meta.is_file() else None) or DEFAULTS
-    defaults = {s: dict(v) for s, v in defaults.items()}
+    defaults = {s: dict(v) for s, v in (read_defaults(out) or DEFAULTS).items()}
     defaults[stage] = {**defaults.get(stage, DEFAULTS[stage]), **(stage_defaults or {})}
     write_meta(out, defaults)
 
@@ -257,10 +264,9 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
     elif resume:
         print(f"nothing to resume in {state_dir}; starting {stage} from scratch")
     if init_from is not None and not prev:  # train further the way the weights were trained unless told otherwise
-        meta = Path(init_from) / "unitune_nb.json"
-        was = ((json.loads(meta.read_text()).get("defaults") or {}) if meta.is_file() else {}).get(stage, {})
-        config.setdefault("prediction_type", None)
-        config["prediction_type"] = config["prediction_type"] or was.get("prediction_type", "v_prediction")
+        was = read_defaults(Path(init_from)).get(stage, {})
+        if config.get("prediction_type") is None:
+            config["prediction_type"] = was.get("prediction_type", "v_prediction")
         if stage != "base" and config.get("residual_scale") is None:
             config["residual_scale"] = was.get("residual_scale", 1.0)
     cfg = TrainConfig(stage=stage, **{k: v for k, v in config.items() if v is not None and k != "stage"})
