@@ -24,6 +24,10 @@ def test_probe_check_fails_on_wrong_attributes():
         "time": True, "ground": True, "style": True, "kind": True, "colour": True}
     wrong = check(r, world.parse_caption("a drawing of a blue car on grass during the day"))
     assert not any(wrong.values())
+    # "only" asks for exactly one object: right for this scene, wrong for a two-object one
+    assert check(r, world.parse_caption("only a red house"))["count"]
+    two = s.replace(objects=s.objects + [world.Obj("car", "blue", 0.2, 0.85, 0.25, 2)])
+    assert not check(probe.read([world.render(two, 32)])[0], world.parse_caption("a photo of only a red house"))["count"]
 
 
 def test_held_out_captions_are_non_empty_and_fixed():

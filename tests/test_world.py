@@ -117,3 +117,16 @@ def test_training_synonyms_rephrase_captions_and_stay_apart_from_the_eval_paraph
     # nor any of the evaluation's one-word alternatives ("crimson", "cabin") inside a longer training phrase
     train_vocab = {w for v in train_words for w in v.split()}
     assert not train_vocab & {v for vs in PARAPHRASES.values() for v in vs if " " not in v}
+
+
+def test_only_marks_one_object_scenes_and_parses_away():
+    import random
+
+    one = next(world.random_scene(s) for s in range(100) if len(world.random_scene(s).objects) == 1)
+    two = next(world.random_scene(s) for s in range(100) if len(world.random_scene(s).objects) == 2)
+    o = one.objects[0]
+    said = world.caption(one, rng=random.Random(0), only=1.0)
+    assert f"only a {o.colour} {o.kind}" in said
+    assert world.parse_caption(said) == dict(world.parse_caption(world.caption(one)), only=True)
+    assert "only" not in world.caption(two, rng=random.Random(0), only=1.0)  # two objects: never "only"
+    assert world.caption(one, rng=random.Random(0), only=0.0) == world.caption(one)

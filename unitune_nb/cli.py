@@ -43,7 +43,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     summary = train(a.stage, a.out, minutes=a.minutes, steps=a.steps, resume=a.resume,
                     checkpoint_every=a.checkpoint_every, init_from=a.init_from, batch_size=a.batch_size, lr=a.lr,
-                    seed=a.seed, synonyms=a.synonyms, snr_gamma=a.snr_gamma,
+                    seed=a.seed, synonyms=a.synonyms, only=a.only, snr_gamma=a.snr_gamma,
                     prediction_type=a.prediction_type)
     print(f"{a.stage}: {summary['step']} steps, {summary['seconds'] / 60:.1f} min in all, "
           f"recent loss {summary['recent_loss']:.4f}; weights in {Path(a.out) / a.stage}")
@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--synonyms", type=float, default=None,
                    help="probability of saying each caption phrase in other words (e.g. 0.3; default 0 = canonical)")
+    t.add_argument("--only", type=float, default=None,
+                   help="probability of 'only' before the object of a one-object scene's caption ('only a red "
+                        "car': exactly one object; e.g. 0.3; default 0)")
     t.add_argument("--prediction-type", default=None, choices=["v_prediction", "epsilon", "sample"],
                    help="what the U-Net predicts (default: base v_prediction, SR stages sample, i.e. the clean "
                         "residual; with --init-from, what those weights predict)")

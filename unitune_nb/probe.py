@@ -194,7 +194,7 @@ def check(read: dict, wanted: dict) -> dict[str, bool]:
             res["kind"] = all(k in read["kinds"] for k in kinds)
         if colours:
             res["colour"] = all((c, k) in read["pairs"] if k else c in read["colours"] for c, k in colours)
-        if len(objs) == 2:
+        if len(objs) == 2 or wanted.get("only"):
             res["count"] = read["count"] == len(objs)
     return res
 

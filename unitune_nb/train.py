@@ -49,6 +49,7 @@ class TrainConfig:
     drop: float = 0.3
     empty: float = 0.1
     synonyms: float = 0.0  # say each caption phrase in other words (world.SYNONYMS) with this probability
+    only: float = 0.0  # say "only" before the object of a one-object scene with this probability
     max_noise_level: int = 350  # SR stages: low-res augmentation level drawn from [0, this]
     crop: int | None = None  # SR stages: train on crops of this size (default: half the output)
     residual_scale: float | None = None  # SR stages: default DEFAULTS[stage]["residual_scale"]
@@ -84,7 +85,8 @@ def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torc
         targets.append(master.reduce(world.MASTER // size))
         if cfg.stage != "base":
             lows.append(master.reduce(world.MASTER // (size // 2)))
-        caps.append(world.caption(scene, drop=cfg.drop, empty=cfg.empty, rng=rng, synonyms=cfg.synonyms))
+        caps.append(world.caption(scene, drop=cfg.drop, empty=cfg.empty, rng=rng, synonyms=cfg.synonyms,
+                                 only=cfg.only))
     return to_tensor(targets), (to_tensor(lows) if lows else None), caps
 
 

@@ -2,7 +2,8 @@
 
 Step 1 (UniTune Sec. 3.1): fine-tune the base stage and the first super-resolution stage on the
 pair (source image, rare token), the pair duplicated into a batch, the text encoder frozen, with
-Adafactor.  The SR stage sees its low-res input noise-augmented as in its training.  The last
+Adafactor (the real models) or AdamW (the embedded model: the same result in a third of the optimiser
+time on a CPU; docs/benchmarks.md).  The SR stage sees its low-res input noise-augmented as in its training.  The last
 stage is left untuned.
 
 Step 2 (Sec. 3.2): sample "rare token + edit prompt" from the tuned model, with classifier-free
@@ -107,6 +108,23 @@ def _select(name: str, trainable: str | Callable[[str], bool]) -> bool:
     return ".attentions." in name or name.startswith("mid_block.attentions")
 
 
+def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The tuning optimiser: ``"adafactor"`` (transformers' Adafactor, the paper's choice: Sec. 3, small
+    optimiser state for a large model) or ``"adamw"`` (torch's AdamW, its fused kernel where the torch
+    build has one: one kernel for all parameters, where Adafactor runs a dozen small operations per
+    tensor).  No weight decay: the tuning should move the weights towards the source, nothing else."""
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    if name != "adamw":
+        raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {name!r}")
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an older torch or a device without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
 class UniTune:
     """Rare-token fine-tuning and editing on a cascade (the embedded one by default).
 
@@ -179,7 +197,7 @@ class UniTune:
                 p.copy_(self._pristine[stage][n])
 
     def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
-                   iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str = "adafactor",
+                   iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
                    trainable: str | Callable[[str], bool] = "most", seed: int = 0,
                    max_noise_level: int = 350, sr_crops: bool = True) -> Iterator[TuneStep]:
         """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
@@ -187,7 +205,8 @@ class UniTune:
         Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.
-        With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
+        ``optimizer``: ``"adafactor"``, ``"adamw"`` or ``None`` for the cascade's ``tune_optimizer``
+        (:func:`make_optimizer`).  With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
         trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
         """
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]  # base + first SR, as the paper
@@ -201,6 +220,7 @@ class UniTune:
             raise ValueError(f"iters and batch_size must be >= 1, got iters={iters}, batch_size={batch_size}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
+        optimizer = optimizer or self.cascade.tune_optimizer
         if optimizer not in ("adafactor", "adamw"):
             raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {optimizer!r}")
         if not callable(trainable) and trainable not in TRAINABLE:
@@ -217,12 +237,7 @@ class UniTune:
             params = [p for n, p in unet.named_parameters() if _select(n, trainable)]
             if not params:
                 raise ValueError(f"trainable={trainable!r} selects no parameter of stage {stage!r}")
-            if optimizer == "adafactor":
-                from transformers.optimization import Adafactor
-
-                opt = Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-            else:
-                opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+            opt = make_optimizer(optimizer, params, lr)
             size = self.cascade.sizes[stage]
             x0 = self._source_at(size).repeat(batch_size, 1, 1, 1)
             order = self.cascade.stages
@@ -253,12 +268,13 @@ class UniTune:
                     p.grad = None
 
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int = 128,
-             batch_size: int = 4, lr: float = 1e-4, optimizer: str = "adafactor",
+             batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
              trainable: str | Callable[[str], bool] = "most", seed: int = 0, progress: bool = True) -> TuneReport:
         """Fine-tune on (``image``, ``rare_token``) with the paper's defaults; returns a :class:`TuneReport`."""
         from tqdm.auto import tqdm
 
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]
+        optimizer = optimizer or self.cascade.tune_optimizer
         steps = self.tune_steps(image, rare_token, stages, iters, batch_size, lr, optimizer, trainable, seed)
         report = TuneReport(rare_token, self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str)
                             else [], stages, iters, batch_size, lr, optimizer, {})

@@ -460,19 +460,24 @@ def rephrase(text: str, table: dict[str, list[str]], rng: random.Random, p: floa
 
 
 def caption(scene: Scene, drop: float = 0.0, empty: float = 0.0, rng: random.Random | None = None,
-            synonyms: float = 0.0) -> str:
+            synonyms: float = 0.0, only: float = 0.0) -> str:
     """A caption of ``scene``.
 
     Each attribute (style, each object's colour and kind, ground, time) is dropped with
     probability ``drop``, and the whole caption with probability ``empty`` (for classifier-free
     guidance training); each phrase is said in other words (:data:`SYNONYMS`) with probability
-    ``synonyms``.  ``caption(scene)`` gives the full canonical caption.
+    ``synonyms``.  With probability ``only`` the caption of a one-object scene that names its object says
+    "only" before it ("a drawing of only a red car"): with attribute dropout a plain "a red car" may
+    describe a scene whose second object went unnamed, "only" says there is one (how a user asks for an
+    object to be removed).  ``caption(scene)`` gives the full canonical caption.
     """
     rng = rng or random.Random()
     if empty and rng.random() < empty:
         return ""
     keep = lambda: not (drop and rng.random() < drop)  # noqa: E731
     subject = " and ".join(p for p in (object_phrase(o, not keep(), not keep()) for o in scene.objects) if p)
+    if only and len(scene.objects) == 1 and subject and rng.random() < only:
+        subject = "only " + subject
     head = ""
     if keep():
         head = STYLE_PHRASE[scene.style] + (f" of {subject}" if subject else "")
@@ -487,7 +492,8 @@ def parse_caption(text: str) -> dict:
     """Read the attributes a canonical caption mentions (the inverse of :func:`caption`).
 
     Returns a dict with any of ``time``, ``ground``, ``style`` and ``objects`` (a list of
-    ``(kind or None, colour or None)``).  Used by evaluation to know what to check.
+    ``(kind or None, colour or None)``), and ``only: True`` when the caption says there is one object.
+    Used by evaluation to know what to check.
     """
     t = " " + text.lower().strip() + " "
     out: dict = {}
@@ -510,4 +516,6 @@ def parse_caption(text: str) -> dict:
             objs.append((None, w))
     if objs:
         out["objects"] = objs
+        if " only " in t and len(objs) == 1:
+            out["only"] = True  # exactly one object
     return out
