@@ -43,6 +43,7 @@ RARE_TOKEN = "beikkpic"
 EDIT_DEFAULTS = {"guidance_scale": 4.0, "t0": 0.9, "interpolation": 1.0, "mask_from": "reconstruction"}
 MASK_FROM = ("reconstruction", "source")
 TRAINABLE = ("most", "all", "attention")
+OPTIMIZERS = ("adafactor", "adamw")
 
 
 @dataclass
@@ -117,8 +118,8 @@ def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> to
         from transformers.optimization import Adafactor
 
         return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    if name != "adamw":
-        raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {name!r}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
     except (RuntimeError, TypeError, ValueError):  # an older torch or a device without the fused kernel
@@ -221,8 +222,8 @@ class UniTune:
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         optimizer = optimizer or self.cascade.tune_optimizer
-        if optimizer not in ("adafactor", "adamw"):
-            raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {optimizer!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not callable(trainable) and trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE} or a function of the parameter name")
         self.start_tuning(image, rare_token)
