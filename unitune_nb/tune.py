@@ -2,9 +2,9 @@
 
 Step 1 (UniTune Sec. 3.1): fine-tune the base stage and the first super-resolution stage on the
 pair (source image, rare token), the pair duplicated into a batch, the text encoder frozen, with
-Adafactor (the real models) or AdamW (the embedded model: the same result in a third of the optimiser
-time on a CPU; docs/benchmarks.md).  The SR stage sees its low-res input noise-augmented as in its training.  The last
-stage is left untuned.
+Adafactor (the real models) or AdamW (the embedded model: the same edits, a tenth of the optimiser time
+and the whole tune about a third faster on a CPU; docs/benchmarks.md).  The SR stage sees its low-res
+input noise-augmented as in its training.  The last stage is left untuned.
 
 Step 2 (Sec. 3.2): sample "rare token + edit prompt" from the tuned model, with classifier-free
 guidance or *prompt guidance* (a baseline prompt instead of the empty one), optionally starting
@@ -207,8 +207,8 @@ class UniTune:
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.
         ``optimizer``: ``"adafactor"``, ``"adamw"`` or ``None`` for the cascade's ``tune_optimizer``
-        (:func:`make_optimizer`).  With ``sr_crops`` (default) SR stages tune on random half-size crops, as they were
-        trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
+        (:func:`make_optimizer`).  With ``sr_crops`` (default) SR stages tune on random half-size crops, as
+        they were trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
         """
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]  # base + first SR, as the paper
         for s in stages:
