@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import pytest
@@ -81,3 +82,30 @@ def test_snr_gamma_zero_weighs_every_timestep_alike(text_encoder):
 
     assert loss(0) == pytest.approx(loss(None))
     assert loss(5.0) != pytest.approx(loss(0), rel=1e-3)
+
+
+def test_batches_are_the_same_with_worker_processes():
+    """Each batch is drawn from its own seed, so scene-drawing workers (for GPU training) change nothing."""
+    from unitune_nb.train import batches
+
+    cfg = TrainConfig(stage="sr1", batch_size=2, synonyms=0.3)
+    here = batches(cfg, start_step=5)
+    there = batches(cfg, start_step=5, workers=2)
+    try:
+        for _ in range(3):
+            (x, low, caps), (x2, low2, caps2) = next(here), next(there)
+            assert torch.equal(x, x2) and torch.equal(low, low2) and caps == caps2
+        assert not torch.equal(x, next(batches(cfg, start_step=6))[0])  # and each step draws other scenes
+    finally:
+        there.close()  # stops the workers
+
+
+def test_lr_end_decays_the_learning_rate_along_the_run(tmp_path, text_encoder):
+    s = train("base", tmp_path, steps=4, batch_size=1, lr=1e-3, lr_end=1e-5, warmup=1, progress=False,
+              text_encoder=text_encoder, device="cpu", spike_factor=1e9)  # no update skipped as a loss spike
+    # the rate of the last step: a quarter of the run left on the cosine from 1e-3 to 1e-5
+    assert s["lr"] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert s["device"] == "cpu"
+    flat = train("base", tmp_path / "flat", steps=2, batch_size=1, lr=1e-3, warmup=1, progress=False,
+                 text_encoder=text_encoder)
+    assert flat["lr"] == pytest.approx(1e-3)

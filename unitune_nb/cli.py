@@ -44,7 +44,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     summary = train(a.stage, a.out, minutes=a.minutes, steps=a.steps, resume=a.resume,
                     checkpoint_every=a.checkpoint_every, init_from=a.init_from, batch_size=a.batch_size, lr=a.lr,
                     seed=a.seed, synonyms=a.synonyms, only=a.only, snr_gamma=a.snr_gamma,
-                    prediction_type=a.prediction_type)
+                    prediction_type=a.prediction_type, device=a.device, workers=a.workers, lr_end=a.lr_end)
     print(f"{a.stage}: {summary['step']} steps, {summary['seconds'] / 60:.1f} min in all, "
           f"recent loss {summary['recent_loss']:.4f}; weights in {Path(a.out) / a.stage}")
 
@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=float, default=5.0, help="minutes between checkpoints")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr-end", type=float, default=None,
+                   help="decay the learning rate to this along a cosine over the run's --steps / --minutes")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda where there is one)")
+    t.add_argument("--workers", type=int, default=0,
+                   help="processes that draw the training scenes (on a GPU: about the number of CPU cores)")
     t.add_argument("--synonyms", type=float, default=None,
                    help="probability of saying each caption phrase in other words (e.g. 0.3; default 0 = canonical)")
     t.add_argument("--only", type=float, default=None,

@@ -79,6 +79,18 @@ class TextEncoder:
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.learned: dict[str, torch.Tensor] = {}  # Textual Inversion: word -> input embeddings of its pieces
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device: str | torch.device) -> "TextEncoder":
+        """Run the encoder on ``device`` (training on a GPU); cached prompts move with it.  Returns itself."""
+        device = torch.device(device)
+        if device != self.device:
+            self.model.to(device)
+            self._cache = {k: tuple(t.to(device) for t in v) for k, v in self._cache.items()}
+        return self
+
     # ------------------------------------------------------------------ learned words (Textual Inversion)
     def word_embeddings(self, word: str) -> torch.Tensor:
         """The input embeddings ``[pieces, 384]`` the tokenizer gives ``word`` (a copy)."""
@@ -104,11 +116,12 @@ class TextEncoder:
         """
         batch = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
+        batch = batch.to(self.device)
         ids = batch["input_ids"]
         emb = self.model.get_input_embeddings()(ids)
         piece_ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
         k = len(piece_ids)
-        target = torch.tensor(piece_ids)
+        target = torch.tensor(piece_ids, device=ids.device)
         rows = []
         for i in range(ids.shape[0]):
             r = emb[i]
@@ -141,7 +154,7 @@ class TextEncoder:
         if not prompts:
             return
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt")
+                               return_tensors="pt").to(self.device)
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         m = batch["attention_mask"].float()
         pooled = (out * m[..., None]).sum(1) / m.sum(1, keepdim=True)

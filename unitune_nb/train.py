@@ -12,11 +12,14 @@ budget, checkpoints (safetensors only, no pickle) and ``resume``.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import math
+import multiprocessing
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,38 +155,80 @@ def loss_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
     return _SCHEDULERS[prediction_type]
 
 
+def batch_seed(cfg: TrainConfig, step: int) -> int:
+    """The seed batch ``step`` is drawn from: each batch has its own, so the stream of batches is the same
+    however many processes render it (and after ``--resume``)."""
+    return cfg.seed * 1_000_003 + step
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # the workers only draw scenes; one core each
+
+
+def _render(cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Worker side of :func:`batches`: one batch as numpy arrays (cheap to send between processes)."""
+    x0, low, caps = make_batch(cfg, random.Random(seed))
+    return x0.numpy(), None if low is None else low.numpy(), caps
+
+
+def batches(cfg: TrainConfig, start_step: int = 0,
+            workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str]]]:
+    """Training batches from ``start_step`` on, forever.  ``workers > 0`` draws them ahead in that many
+    processes: on a GPU one CPU core drawing scenes (about 3 ms a scene) would leave the U-Net idle."""
+    if workers <= 0:
+        for step in itertools.count(start_step):
+            yield make_batch(cfg, random.Random(batch_seed(cfg, step)))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        pending: collections.deque = collections.deque()
+        step = start_step
+        while True:
+            while len(pending) < 2 * workers:  # a bounded queue: never more than two batches per worker ahead
+                pending.append(pool.apply_async(_render, (cfg, batch_seed(cfg, step))))
+                step += 1
+            x0, low, caps = pending.popleft().get()
+            yield torch.from_numpy(x0), None if low is None else torch.from_numpy(low), caps
+
+
 def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: TextEncoder,
-                optimizer: torch.optim.Optimizer, ema: EMAModel, start_step: int = 0) -> Iterator[float]:
-    """Run training steps forever, yielding each step's loss (stop by breaking out of the loop)."""
-    rng = random.Random(cfg.seed * 1_000_003 + start_step)
+                optimizer: torch.optim.Optimizer, ema: EMAModel, start_step: int = 0, workers: int = 0,
+                lr_at: Callable[[int], float] | None = None) -> Iterator[float]:
+    """Run training steps forever on the U-Net's device, yielding each step's loss (stop by breaking out of
+    the loop).  ``lr_at(step)`` gives the learning rate after warm-up (default: ``cfg.lr`` throughout);
+    ``workers`` draw the batches in other processes (:func:`batches`)."""
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
     step = start_step
     scheduler = loss_scheduler(cfg.prediction_type)
     avg = None  # running mean of the loss, for the spike guard
     unet.train()
-    while True:
-        x0, low, caps = make_batch(cfg, rng)
-        loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
-                              cfg.crop, rng, cfg.residual_scale, scheduler=scheduler)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
-        value = loss.item()
-        if avg is not None and value > cfg.spike_factor * avg:
-            # a loss spike: skip this update.  One such step destroyed a 5,000-step base run (loss 0.008 -> 0.25,
-            # never recovered), and checkpoints then overwrote the good weights.
+    stream = batches(cfg, start_step, workers)
+    try:
+        for x0, low, caps in stream:
+            crop_rng = random.Random(f"crop {batch_seed(cfg, step)}")
+            loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
+                                  cfg.crop, crop_rng, cfg.residual_scale, scheduler=scheduler)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
+            value = loss.item()
+            if avg is not None and value > cfg.spike_factor * avg:
+                # a loss spike: skip this update.  One such step destroyed a 5,000-step base run (loss 0.008 -> 0.25,
+                # never recovered), and checkpoints then overwrote the good weights.
+                step += 1
+                yield value
+                continue
+            avg = value if avg is None else 0.98 * avg + 0.02 * value
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+            lr = lr_at(step) if lr_at is not None else cfg.lr
+            for g in optimizer.param_groups:
+                g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            optimizer.step()
+            ema.step(unet.parameters())
             step += 1
             yield value
-            continue
-        avg = value if avg is None else 0.98 * avg + 0.02 * value
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        for g in optimizer.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        optimizer.step()
-        ema.step(unet.parameters())
-        step += 1
-        yield value
+    finally:
+        stream.close()  # stops the worker processes
 
 
 # ---------------------------------------------------------------------- checkpoints (safetensors only)
@@ -192,7 +237,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, names: list[str], file: Path) ->
     for name, p in zip(names, opt.param_groups[0]["params"]):
         for k, v in opt.state.get(p, {}).items():
             if torch.is_tensor(v):
-                tensors[f"{name}::{k}"] = v.detach().clone().contiguous().reshape(v.shape if v.ndim else (1,))
+                tensors[f"{name}::{k}"] = v.detach().cpu().contiguous().reshape(v.shape if v.ndim else (1,))
     save_file(tensors, str(file))
 
 
@@ -202,8 +247,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, names: list[str], file: Path) ->
         st = {}
         for key, v in tensors.items():
             n, k = key.split("::")
-            if n == name:
-                st[k] = v.reshape(()) if k == "step" else v
+            if n == name:  # moments on the parameter's device; the step count where the optimiser keeps it
+                st[k] = v.reshape(()) if k == "step" else v.to(p.device)
         if st:
             opt.state[p] = st
 
@@ -219,7 +264,7 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
     ema_unet = UNet2DConditionModel.from_config(unet.config)
     ema.copy_to(ema_unet.parameters())
     ema_unet.save_pretrained(tmp / "ema", safe_serialization=True)
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(tmp / "model.safetensors"))
     _save_optimizer(opt, names, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     # swap in atomically-ish: a crash leaves either the old or the new checkpoint
@@ -244,13 +289,19 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
 
 def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
           resume: bool = False, checkpoint_every: float = 5.0, progress: bool = True,
-          text_encoder: TextEncoder | None = None, init_from: str | Path | None = None, **config) -> dict:
+          text_encoder: TextEncoder | None = None, init_from: str | Path | None = None,
+          device: str | torch.device | None = None, workers: int = 0, lr_end: float | None = None, **config) -> dict:
     """Train one stage into ``out`` for ``minutes`` of wall time or ``steps`` steps, whichever ends first.
 
     Checkpoints every ``checkpoint_every`` minutes and at the end; ``resume=True`` continues from
     the last checkpoint in ``out``.  ``init_from`` (a cascade folder, e.g. the shipped weights)
     starts a new run from that stage's weights with a fresh optimiser, so a model can be trained
-    further without its training state.  Returns a summary (steps, seconds, last losses).
+    further without its training state.  ``device`` defaults to CUDA where there is one; ``workers``
+    processes draw the scenes (worth it on a GPU: one CPU core cannot keep up with it); ``lr_end``
+    decays the learning rate from ``lr`` to it along a cosine over this run's steps or minutes,
+    whichever runs out first (default: constant).  Returns a summary (steps, seconds, last losses).
+    The workers are started with "spawn": a script that calls this with ``workers`` needs the usual
+    ``if __name__ == "__main__":`` guard (the CLI and notebooks need nothing).
     """
     from tqdm.auto import tqdm
 
@@ -272,6 +323,9 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
         if stage != "base" and config.get("residual_scale") is None:
             config["residual_scale"] = was.get("residual_scale", 1.0)
     cfg = TrainConfig(stage=stage, **{k: v for k, v in config.items() if v is not None and k != "stage"})
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
     unet = make_unet(stage, seed=cfg.seed)
     names = [n for n, _ in unet.named_parameters()]
@@ -281,6 +335,7 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
             raise FileNotFoundError(f"--init-from {src}: no stage {stage!r} there (expected {src / stage / 'config.json'})")
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(src, subfolder=stage,
                                                                   torch_dtype=torch.float32, low_cpu_mem_usage=False).state_dict())
+    unet.to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     start = 0
@@ -289,10 +344,11 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
         unet.load_state_dict(load_file(str(state_dir / "model.safetensors")))
         ema_unet = UNet2DConditionModel.from_pretrained(out / stage, low_cpu_mem_usage=False)
         ema = EMAModel(ema_unet.parameters(), decay=cfg.ema_decay)
+        ema.to(dev)
         ema.optimization_step = prev["step"]
         _load_optimizer(opt, names, state_dir / "optimizer.safetensors")
         start, elapsed0 = prev["step"], prev["seconds"]
-    te = text_encoder or TextEncoder()
+    te = (text_encoder or TextEncoder()).to(dev)
     losses: list[float] = []
     t_start = time.perf_counter()
     last_ckpt = t_start
@@ -303,10 +359,18 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
     def state() -> dict:
         return {"step": step, "seconds": elapsed0 + time.perf_counter() - t_start, "config": asdict(cfg),
                 "recent_loss": float(np.mean(losses[-50:])) if losses else None,
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "device": str(dev), "workers": workers,
+                "lr": opt.param_groups[0]["lr"]}
 
+    def lr_at(at: int) -> float:  # cosine from cfg.lr to lr_end over this run's budget
+        done = max((at - start) / steps if steps else 0.0,
+                   (time.perf_counter() - t_start) / budget if math.isfinite(budget) else 0.0)
+        return lr_end + (cfg.lr - lr_end) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    run = train_steps(unet, cfg, te, opt, ema, start_step=start, workers=workers,
+                      lr_at=lr_at if lr_end is not None else None)
     try:
-        for loss in train_steps(unet, cfg, te, opt, ema, start_step=start):
+        for loss in run:
             step += 1
             losses.append(loss)
             bar.update(1)
@@ -318,6 +382,7 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
                 save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
                 last_ckpt = now
     finally:
+        run.close()
         bar.close()
         if step > start:
             save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
