@@ -9,6 +9,11 @@ SR1_MIN=${3:-45}
 SR2_MIN=${4:-50}
 SYNONYMS=${SYNONYMS:-0.3}  # base captions say each phrase in other words with this probability
 THREADS=${THREADS:-2}  # use 1 while the machine does other work: 2 threads on a busy 2-core box crawl
-unitune-nb --threads "$THREADS" train --stage sr1 --out "$RUN" --minutes "$SR1_MIN" --resume
-unitune-nb --threads "$THREADS" train --stage sr2 --out "$RUN" --minutes "$SR2_MIN" --resume
-unitune-nb --threads "$THREADS" train --stage base --out "$RUN" --minutes "$BASE_MIN" --resume --synonyms "$SYNONYMS"
+# More options for every stage, e.g. on a GPU machine: EXTRA="--workers 14 --batch-size 256 --lr 3e-4"
+EXTRA=${EXTRA:-}
+# shellcheck disable=SC2086
+unitune-nb --threads "$THREADS" train --stage sr1 --out "$RUN" --minutes "$SR1_MIN" --resume $EXTRA
+# shellcheck disable=SC2086
+unitune-nb --threads "$THREADS" train --stage sr2 --out "$RUN" --minutes "$SR2_MIN" --resume $EXTRA
+# shellcheck disable=SC2086
+unitune-nb --threads "$THREADS" train --stage base --out "$RUN" --minutes "$BASE_MIN" --resume --synonyms "$SYNONYMS" $EXTRA

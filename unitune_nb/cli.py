@@ -44,7 +44,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     summary = train(a.stage, a.out, minutes=a.minutes, steps=a.steps, resume=a.resume,
                     checkpoint_every=a.checkpoint_every, init_from=a.init_from, batch_size=a.batch_size, lr=a.lr,
                     seed=a.seed, synonyms=a.synonyms, only=a.only, snr_gamma=a.snr_gamma,
-                    prediction_type=a.prediction_type, device=a.device, workers=a.workers, lr_end=a.lr_end)
+                    prediction_type=a.prediction_type, warmup=a.warmup, device=a.device, workers=a.workers, lr_end=a.lr_end)
     print(f"{a.stage}: {summary['step']} steps, {summary['seconds'] / 60:.1f} min in all, "
           f"recent loss {summary['recent_loss']:.4f}; weights in {Path(a.out) / a.stage}")
 
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=float, default=5.0, help="minutes between checkpoints")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--warmup", type=int, default=None, help="steps of linear learning-rate warm-up (default 200)")
     t.add_argument("--lr-end", type=float, default=None,
                    help="decay the learning rate to this along a cosine over the run's --steps / --minutes")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda where there is one)")
