@@ -325,9 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--full", action="store_true", help="tune base + sr1 and score 128 px edits (slower)")
     be.add_argument("--methods", default=None, help="';'-separated row names (default: all); '' = sweep only")
     be.add_argument("--sweep", action="store_true", help="also sweep UniTune's guidance, t0 and interpolation")
-    be.add_argument("--sweep-guidance", default="4,7")
-    be.add_argument("--sweep-t0", default="0.6,0.75,0.9")
-    be.add_argument("--sweep-interpolation", default="0,0.5,1")
+    be.add_argument("--sweep-guidance", default="3,4,5")
+    be.add_argument("--sweep-t0", default="0.8,0.9,0.95")
+    be.add_argument("--sweep-interpolation", default="0.75,1")
     be.add_argument("--sweep-seeds", type=int, default=1, help="edit seeds per swept setting (default 1: seed 0)")
     be.add_argument("--sweep-iters", default=None,
                     help="comma-separated tuning iteration counts (e.g. 16,32,64,128): UniTune's defaults scored "

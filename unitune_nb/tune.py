@@ -40,7 +40,7 @@ RARE_TOKEN = "beikkpic"
 # Edit settings used when edit() is not told otherwise; chosen on the edit benchmark's Pareto front
 # (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None would mean the weights'
 # default for generation (2), which is too weak to pull a tuned model away from its source.
-EDIT_DEFAULTS = {"guidance_scale": 4.0, "t0": 0.9, "interpolation": 1.0, "mask_from": "reconstruction"}
+EDIT_DEFAULTS = {"guidance_scale": 3.0, "t0": 0.95, "interpolation": 1.0, "mask_from": "reconstruction"}
 MASK_FROM = ("reconstruction", "source")
 TRAINABLE = ("most", "all", "attention")
 OPTIMIZERS = ("adafactor", "adamw")
