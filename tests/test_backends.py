@@ -164,3 +164,23 @@ def test_rare_token_checks_use_the_backend_tokenizer(if_cascade):
     img = Image.new("RGB", (40, 30), (200, 10, 10))
     ut.set_source(img)
     assert ut.source.size == (32, 32)
+
+
+def test_half_precision_stage_is_tuned_in_fp32_and_reset_to_its_precision(tiny_dirs, source, tmp_path):
+    """On a GPU the loaders default to fp16: tuning up-casts the stage, reset() gives back the loaded precision
+    (else the stage would keep twice its memory), and a saved tune loads back in fp32 as it was tuned."""
+    c = load_if(tiny_dirs["if1"], None, device="cpu", dtype=torch.float16)
+    pristine = _params(c.unets["base"])
+    assert all(p.dtype == torch.float16 for p in pristine.values())
+    ut = UniTune(c)
+    ut.tune(source, iters=2, lr=3e-3, progress=False)
+    tuned = _params(c.unets["base"])
+    assert all(p.dtype == torch.float32 for p in tuned.values())
+    ut.save_tuned(tmp_path / "t.safetensors")
+    ut.reset()
+    back = _params(c.unets["base"])
+    assert all(back[n].dtype == torch.float16 and torch.equal(back[n], pristine[n]) for n in pristine)
+    ut.load_tuned(tmp_path / "t.safetensors")
+    assert all(torch.equal(p, tuned[n]) for n, p in c.unets["base"].named_parameters())  # exact: loaded in fp32
+    ut.reset()
+    assert all(p.dtype == torch.float16 for p in c.unets["base"].parameters())

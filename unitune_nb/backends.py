@@ -124,6 +124,7 @@ class _RealCascade(Cascade):
         self._sizes = dict(sizes)
         self.device = torch.device(device)
         self.offload = offload
+        self._loaded_dtype: dict[str, torch.dtype] = {}  # stages up-cast for tuning -> their loaded dtype
         for u in self.unets.values():
             u.to("cpu" if offload else self.device)
 
@@ -146,10 +147,18 @@ class _RealCascade(Cascade):
                 torch.cuda.empty_cache()
 
     def prepare_tuning(self, stage: str) -> None:
-        """Up-cast a half-precision stage to fp32 before it is tuned."""
+        """Up-cast a half-precision stage to fp32 before it is tuned (the loaded precision is remembered)."""
         u = self.unets[stage]
-        if next(u.parameters()).dtype != torch.float32:
+        dtype = next(u.parameters()).dtype
+        if dtype != torch.float32:
+            self._loaded_dtype.setdefault(stage, dtype)
             u.float()
+
+    def release_tuning(self, stage: str) -> None:
+        """Back to the loaded precision once the pristine weights are back (they were exact in it): without
+        this a tuned-then-reset fp16 stage would keep twice its memory on the GPU."""
+        if stage in self._loaded_dtype:
+            self.unets[stage].to(self._loaded_dtype.pop(stage))
 
     def save_pretrained(self, path, fp16: bool = True) -> None:  # pragma: no cover - a real model is not ours to re-save
         raise NotImplementedError("save the tuned delta with UniTune.save_tuned(); the base model stays where it came from")

@@ -179,6 +179,10 @@ class Cascade:
     def prepare_tuning(self, stage: str) -> None:
         """Called before ``stage`` is fine-tuned (backends up-cast half-precision weights here)."""
 
+    def release_tuning(self, stage: str) -> None:
+        """Called after ``stage`` got its pristine weights back (backends cast it back to the precision it was
+        loaded in)."""
+
     def loss(self, stage: str, x0: torch.Tensor, low: torch.Tensor | None, text: TextEmbedding,
              generator: torch.Generator | None = None, rng=None, crop: int | None = None,
              max_noise_level: int = 350) -> torch.Tensor:

@@ -196,6 +196,7 @@ class UniTune:
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
                 p.copy_(self._pristine[stage][n])
+        self.cascade.release_tuning(stage)
 
     def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
                    iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
@@ -345,6 +346,7 @@ class UniTune:
             for key, v in tensors.items():
                 if key != "source":
                     s, n = key.split("/", 1)
+                    self.cascade.prepare_tuning(s)  # tuned weights live in fp32, as after tune()
                     self._snapshot(s)
                     params[s][n].copy_(v)
         self.source = Image.fromarray(tensors["source"].numpy())
