@@ -1,7 +1,7 @@
 import numpy as np
 
 from unitune_nb import world
-from unitune_nb.eval import (PARAPHRASES, held_out_captions, paraphrase, paraphrased_captions, super_resolution,
+from unitune_nb.eval import (PARAPHRASES, encoder_neighbours, format_report, held_out_captions, paraphrase, paraphrased_captions, super_resolution,
                              text_following)
 from unitune_nb.probe import check, load_probe
 
@@ -87,3 +87,37 @@ def test_training_curve_plots_each_attribute_in_minute_order():
     assert list(lines["kind"].get_ydata()) == [0.83, 0.87, 0.9]
     assert list(lines["colour"].get_xdata()) == [90, 150]  # a point without the attribute is skipped
     assert "target 0.9" in lines
+
+
+def test_encoder_neighbours_tell_which_paraphrases_the_encoder_places_right(text_encoder):
+    rep = encoder_neighbours(text_encoder)
+    assert set(rep["accuracy"]) == {"time", "ground", "style", "colour", "kind"}
+    assert len(rep["phrases"]) == sum(len(v) for v in PARAPHRASES.values())
+    for attr, (acc, n) in rep["accuracy"].items():
+        assert 0.0 <= acc <= 1.0 and n > 0
+    # a trained phrase asked again is its own nearest neighbour
+    same = encoder_neighbours(text_encoder, paraphrases={k: [k] for k in ("red", "blue", "at night", "on sand")})
+    assert all(meant == near_meant for _, meant, _, near_meant in same["phrases"])
+    # swap two colours' words: the encoder still places them by what they mean, so now they count as wrong
+    swapped = encoder_neighbours(text_encoder, paraphrases={"red": ["bright blue"], "blue": ["bright red"]}, synonyms={})
+    assert swapped["accuracy"]["colour"] == (0.0, 2)
+    assert encoder_neighbours(text_encoder, paraphrases={"red": ["bright red"], "blue": ["bright blue"]},
+                              synonyms={})["accuracy"]["colour"] == (1.0, 2)
+
+
+def test_report_puts_the_encoder_reference_beside_the_paraphrase_scores(cascade, text_encoder):
+    para = paraphrased_captions(4)
+    tf = text_following(cascade, n=4, steps=2, batch=4, progress=False)
+    pa = text_following(cascade, steps=2, batch=4, progress=False, captions=[(s, c) for s, c, _ in para],
+                        wanted=[w for *_, w in para])
+    pa["examples"] = [c for _, c, _ in para]
+    rep = {"text_following": tf, "paraphrases": pa, "encoder_neighbours": encoder_neighbours(text_encoder),
+           "full_res_seconds": 1.0, "threads": 1}
+    text = format_report(rep)
+    assert "encoder's nearest trained phrase right" in text
+    nb = rep["encoder_neighbours"]["accuracy"]
+    assert set(pa["accuracy"]) & set(nb)
+    for k in set(pa["accuracy"]) & set(nb):
+        assert f"| {nb[k][0]:.2f} of {nb[k][1]} |" in text
+    wrong = [p for p, meant, _, near_meant in rep["encoder_neighbours"]["phrases"] if meant != near_meant]
+    assert all(f"{p} -> " in text for p in wrong)

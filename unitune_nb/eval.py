@@ -63,6 +63,59 @@ PARAPHRASES: dict[str, list[str]] = {
 }
 
 
+# Each phrase's attribute and the sentence it is read in (the phrase fills "{}"), for :func:`encoder_neighbours`.
+_PHRASE_GROUPS = {
+    "time": (list(world.TIME_PHRASE.values()), "a house {}"),
+    "ground": (list(world.GROUND_PHRASE.values()), "a house {}"),
+    "style": (list(world.STYLE_PHRASE.values()), "{} of a house"),
+    "colour": (list(world.COLOURS), "a {} house"),
+    "kind": (list(world.KINDS), "a red {}"),
+}
+
+
+@torch.no_grad()
+def encoder_neighbours(encoder, paraphrases: dict[str, list[str]] | None = None,
+                       synonyms: dict[str, list[str]] | None = None) -> dict:
+    """How far the frozen text encoder alone tells the evaluation's paraphrases apart.
+
+    Each paraphrase (default :data:`PARAPHRASES`) and every phrase the model was trained on (the
+    canonical phrase and its ``world.SYNONYMS``) is encoded in the same short sentence; the token
+    states over the phrase's own word pieces (what cross-attention reads) are averaged, and the
+    paraphrase counts as *told apart* when its nearest trained phrase (cosine) means the same thing.
+    A U-Net trained on those phrases can read a paraphrase only through where the encoder puts it, so
+    this is a reference for the paraphrase scores of :func:`text_following`, not a bound.
+    Returns ``{"accuracy": {attribute: (fraction, n)}, "phrases": [(paraphrase, meant, nearest trained
+    phrase, its meaning), ...]}``.
+    """
+    paraphrases = PARAPHRASES if paraphrases is None else paraphrases
+    synonyms = world.SYNONYMS if synonyms is None else synonyms
+
+    def phrase_states(template: str, phrases: list[str]) -> torch.Tensor:
+        emb = encoder([template.format(p) for p in phrases])
+        out = []
+        for i, p in enumerate(phrases):
+            ids = encoder.tokenizer(template.format(p))["input_ids"]
+            piece = encoder.tokenizer(p, add_special_tokens=False)["input_ids"]
+            j = next(j for j in range(len(ids)) if ids[j:j + len(piece)] == piece)
+            out.append(emb.states[i, j:j + len(piece)].float().mean(0))
+        return torch.nn.functional.normalize(torch.stack(out), dim=-1)
+
+    rows, acc = [], {}
+    for attr, (canon, template) in _PHRASE_GROUPS.items():
+        trained = [(c, t) for c in canon for t in [c, *synonyms.get(c, [])]]
+        tests = [(c, p) for c in canon for p in paraphrases.get(c, [])]
+        if not tests:
+            continue
+        nearest = (phrase_states(template, [p for _, p in tests])
+                   @ phrase_states(template, [t for _, t in trained]).T).argmax(1).tolist()
+        hits = []
+        for (meant, p), k in zip(tests, nearest):
+            rows.append((p, meant, trained[k][1], trained[k][0]))
+            hits.append(trained[k][0] == meant)
+        acc[attr] = (float(np.mean(hits)), len(hits))
+    return {"accuracy": acc, "phrases": rows}
+
+
 def paraphrase(caption: str, rng: random.Random) -> str:
     """Say a canonical caption in other words: each phrase of :data:`PARAPHRASES` it contains becomes one
     of its alternatives, drawn at random."""
@@ -206,6 +259,7 @@ def evaluate(weights: str | Path | None = None, n: int = 240, sr_n: int = 32, gu
                                             captions=[(s, cap) for s, cap, _ in para], wanted=[w for *_, w in para])
         rep["paraphrases"].pop("images")
         rep["paraphrases"]["examples"] = [cap for _, cap, _ in para[:8]]
+        rep["encoder_neighbours"] = encoder_neighbours(c.text_encoder)
     if len(c.stages) > 1 and sr_n:
         rep["super_resolution"] = super_resolution(c, n=sr_n)
     t = time.perf_counter()
@@ -227,9 +281,16 @@ def format_report(rep: dict) -> str:
     if "paraphrases" in rep:
         pa = rep["paraphrases"]
         lines += ["", f"paraphrased prompts: {pa['n']} (e.g. " + "; ".join(f'"{e}"' for e in pa["examples"][:4]) + ")",
-                  "| attribute | model | chance | prompts |", "|---|---|---|---|"]
+                  "| attribute | model | chance | prompts | encoder's nearest trained phrase right |",
+                  "|---|---|---|---|---|"]
+        nb = rep.get("encoder_neighbours", {}).get("accuracy", {})
         for k, (acc, cnt) in pa["accuracy"].items():
-            lines.append(f"| {k} | {acc:.3f} | {pa['chance'].get(k, (float('nan'), 0))[0]:.3f} | {cnt} |")
+            enc = f"{nb[k][0]:.2f} of {nb[k][1]}" if k in nb else "-"
+            lines.append(f"| {k} | {acc:.3f} | {pa['chance'].get(k, (float('nan'), 0))[0]:.3f} | {cnt} | {enc} |")
+        wrong = [f"{p} -> {near}" for p, meant, near, near_meant in rep.get("encoder_neighbours", {}).get("phrases", [])
+                 if meant != near_meant]
+        if wrong:
+            lines.append("paraphrases the encoder puts nearest a trained phrase of another meaning: " + "; ".join(wrong))
     for s, r in rep.get("super_resolution", {}).items():
         lines.append(f"{s}: PSNR {r['psnr']:.2f} dB vs bicubic {r['bicubic_psnr']:.2f} dB "
                      f"({r['psnr'] - r['bicubic_psnr']:+.2f} dB, n={r['n']}, {r['seconds']:.1f} s)")
