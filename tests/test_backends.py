@@ -83,6 +83,7 @@ def test_tune_lowers_loss_and_reset_is_exact(which, if_cascade, sd_cascade, sour
     before = loss()
     report = ut.tune(None, stages=["base"], iters=20, lr=3e-3, progress=False)
     assert len(report.losses["base"]) == 20 and report.optimizer == "adafactor"  # real models: the paper's
+    assert ut.default_iters == 128  # and the paper's iteration count
     assert loss() < before
     assert not all(torch.equal(p, pristine[n]) for n, p in c.unets["base"].named_parameters())
     ut.reset()

@@ -57,6 +57,15 @@ def test_tune_lowers_loss_on_the_image_and_reset_is_exact(ut, cascade, source):
     assert ut.tuned == ()
 
 
+def test_tune_iterations_default_to_the_models_own(ut, cascade, source, monkeypatch):
+    assert ut.default_iters == cascade.tune_iters == 64  # the embedded model's, from the edit benchmark
+    monkeypatch.setattr(cascade, "tune_iters", 3)  # a model with another default (real models: 128)
+    report = ut.tune(source, stages=("base",), progress=False)
+    assert report.iters == 3 and len(report.losses["base"]) == 3
+    assert sum(1 for _ in ut.tune_steps(source, stages=("base",))) == 3
+    assert len(ut.tune(source, stages=("base",), iters=2, progress=False).losses["base"]) == 2  # given: used
+
+
 def test_tune_never_modifies_the_callers_image(ut):
     arr = np.asarray(world.render(world.random_scene(9), 64)).copy()
     keep = arr.copy()

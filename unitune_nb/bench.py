@@ -262,14 +262,16 @@ def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: in
                    "t0": t0, "interpolation": a, "edit_s": secs, **score(case, im, probe)}
 
 
-def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int = 128, ti_iters: int = 128,
+def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int | None = None,
+                     ti_iters: int | None = None,
                      full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
                      rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
                      sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1,
                      sdedit_t0: Sequence[float] | None = None) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
-    Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
+    ``iters`` / ``ti_iters``: UniTune's tuning and Textual Inversion's iterations per case (default: the
+    engine's ``tune_iters``, both).  Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
     for SDEdit and plain text-to-image.  ``full`` tunes base + sr1 and edits at 128 px; by default
     the benchmark tunes and edits the base stage (32 px), which is where the edit is decided.
     ``sweep`` (``{"guidance_scale": [...], "t0": [...], "interpolation": [...]}``) also scores that
@@ -284,6 +286,8 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     from .probe import load_probe
 
     ut = UniTune(Cascade.from_pretrained(weights))
+    iters = ut.default_iters if iters is None else iters
+    ti_iters = iters if ti_iters is None else ti_iters
     probe = load_probe()
     d = dict(EDIT_DEFAULTS, **(defaults or {}))
     d.setdefault("model_guidance", ut.cascade.defaults["base"]["guidance_scale"])

@@ -113,6 +113,11 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
         cases = [picked[k] for k in ("time", "ground", "recolour", "remove") if k in picked]
     elif a.cases:
         cases = cases[: a.cases]
+    if a.iters is None:
+        from .cascade import Cascade
+
+        a.iters = Cascade.tune_iters
+    a.ti_iters = a.iters if a.ti_iters is None else a.ti_iters
     sweep = None
     if a.sweep:
         sweep = {"guidance_scale": [float(x) for x in a.sweep_guidance.split(",")],
@@ -228,7 +233,8 @@ def _add_edit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-from", choices=("reconstruction", "source"), default=None,
                    help="what the edit is compared with to estimate the interpolation mask (default: EDIT_DEFAULTS)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=int, default=128, help="tuning iterations per stage")
+    p.add_argument("--iters", type=int, default=None,
+                   help="tuning iterations per stage (default: the model's; 64 for the embedded one, from the edit benchmark)")
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
 
 
@@ -320,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--cases-file", default=None, help="a case list (JSON) instead of the shipped one")
     be.add_argument("--quick", action="store_true", help="4 cases, 16 tuning steps, 1 seed: a smoke run")
     be.add_argument("--seeds", type=int, default=3, help="edit seeds per case (the spread is over them)")
-    be.add_argument("--iters", type=int, default=128, help="UniTune tuning iterations per case")
-    be.add_argument("--ti-iters", type=int, default=128, help="Textual Inversion iterations per case")
+    be.add_argument("--iters", type=int, default=None,
+                    help="UniTune tuning iterations per case (default: the engine's, 64 for the embedded model)")
+    be.add_argument("--ti-iters", type=int, default=None, help="Textual Inversion iterations per case (default: --iters)")
     be.add_argument("--full", action="store_true", help="tune base + sr1 and score 128 px edits (slower)")
     be.add_argument("--methods", default=None, help="';'-separated row names (default: all); '' = sweep only")
     be.add_argument("--sweep", action="store_true", help="also sweep UniTune's guidance, t0 and interpolation")

@@ -198,8 +198,13 @@ class UniTune:
                 p.copy_(self._pristine[stage][n])
         self.cascade.release_tuning(stage)
 
+    @property
+    def default_iters(self) -> int:
+        """Tuning iterations per stage when none are given: the cascade's ``tune_iters`` (else the paper's 128)."""
+        return int(getattr(self.cascade, "tune_iters", 128))
+
     def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
-                   iters: int = 128, batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
+                   iters: int | None = None, batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
                    trainable: str | Callable[[str], bool] = "most", seed: int = 0,
                    max_noise_level: int = 350, sr_crops: bool = True) -> Iterator[TuneStep]:
         """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
@@ -207,6 +212,8 @@ class UniTune:
         Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.
+        ``iters``: optimiser steps per stage, ``None`` for the cascade's ``tune_iters`` (the embedded model: 64,
+        chosen on the edit benchmark; real models: the paper's 128).
         ``optimizer``: ``"adafactor"``, ``"adamw"`` or ``None`` for the cascade's ``tune_optimizer``
         (:func:`make_optimizer`).  With ``sr_crops`` (default) SR stages tune on random half-size crops, as
         they were trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
@@ -218,6 +225,7 @@ class UniTune:
                 raise ValueError(f"stage {s!r} is not loaded; this cascade has {self.cascade.stages}")
         if not stages:
             raise ValueError("stages is empty; tune at least 'base'")
+        iters = self.default_iters if iters is None else iters
         if iters < 1 or batch_size < 1:
             raise ValueError(f"iters and batch_size must be >= 1, got iters={iters}, batch_size={batch_size}")
         if not lr > 0:
@@ -269,7 +277,7 @@ class UniTune:
                     p.requires_grad_(False)
                     p.grad = None
 
-    def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int = 128,
+    def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
              batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
              trainable: str | Callable[[str], bool] = "most", seed: int = 0, progress: bool = True) -> TuneReport:
         """Fine-tune on (``image``, ``rare_token``) with the paper's defaults; returns a :class:`TuneReport`."""
@@ -277,6 +285,7 @@ class UniTune:
 
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]
         optimizer = optimizer or self.cascade.tune_optimizer
+        iters = self.default_iters if iters is None else iters
         steps = self.tune_steps(image, rare_token, stages, iters, batch_size, lr, optimizer, trainable, seed)
         report = TuneReport(rare_token, self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str)
                             else [], stages, iters, batch_size, lr, optimizer, {})

@@ -115,7 +115,7 @@ class Editor:
     """
 
     def __init__(self, ut: UniTune | None = None, source=None, scene_seed: int = 2, debounce: float = 0.25,
-                 save_dir: str | Path = "unitune_edits", tune_iters: int = 128):
+                 save_dir: str | Path = "unitune_edits", tune_iters: int | None = None):
         self.ut = ut or UniTune()
         self.save_dir = Path(save_dir)
         self.debouncer = Debouncer(debounce)
@@ -125,7 +125,7 @@ class Editor:
         self._source_id = 0
         self._holding = False
         style = {"description_width": "initial"}
-        d = EDIT_DEFAULTS
+        d = dict(EDIT_DEFAULTS, **getattr(self.ut.cascade, "edit_defaults", {}))  # a real model's own defaults
         g0 = d["guidance_scale"] or self.ut.cascade.defaults["base"]["guidance_scale"]
         # source
         self.scene_seed = W.IntText(value=scene_seed, description="world scene", style=style, layout=W.Layout(width="160px"))
@@ -133,7 +133,7 @@ class Editor:
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         # tuning
         self.rare_token = W.Text(value=self.ut.rare_token or RARE_TOKEN, description="rare token", style=style)
-        self.tune_iters = W.IntText(value=tune_iters, description="iterations", style=style, layout=W.Layout(width="160px"))
+        self.tune_iters = W.IntText(value=tune_iters or self.ut.default_iters, description="iterations", style=style, layout=W.Layout(width="160px"))
         self.tune_button = W.Button(description="Tune", button_style="primary", icon="cogs")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="tuning", style=style)
         # editing
