@@ -1,8 +1,8 @@
 import numpy as np
 
 from unitune_nb import world
-from unitune_nb.eval import (PARAPHRASES, encoder_neighbours, format_report, held_out_captions, paraphrase, paraphrased_captions, super_resolution,
-                             text_following)
+from unitune_nb.eval import (PARAPHRASES, encoder_neighbours, format_report, held_out_captions, paraphrase,
+                             paraphrased_captions, super_resolution, text_following)
 from unitune_nb.probe import check, load_probe
 
 

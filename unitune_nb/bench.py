@@ -263,16 +263,15 @@ def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: in
 
 
 def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters: int | None = None,
-                     ti_iters: int | None = None,
-                     full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
+                     ti_iters: int | None = None, full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
                      rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
                      sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1,
                      sdedit_t0: Sequence[float] | None = None) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
     ``iters`` / ``ti_iters``: UniTune's tuning and Textual Inversion's iterations per case (default: the
-    engine's ``tune_iters``, both).  Each case tunes once (UniTune), inverts once (Textual Inversion) and reuses the pristine model
-    for SDEdit and plain text-to-image.  ``full`` tunes base + sr1 and edits at 128 px; by default
+    engine's ``tune_iters``, both).  Each case tunes once (UniTune), inverts once (Textual Inversion) and
+    reuses the pristine model for SDEdit and plain text-to-image.  ``full`` tunes base + sr1 and edits at 128 px; by default
     the benchmark tunes and edits the base stage (32 px), which is where the edit is decided.
     ``sweep`` (``{"guidance_scale": [...], "t0": [...], "interpolation": [...]}``) also scores that
     grid of UniTune settings (seeds ``0 .. sweep_seeds - 1``) on the tuned model, records marked ``method="sweep"``.
