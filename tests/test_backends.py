@@ -185,3 +185,13 @@ def test_half_precision_stage_is_tuned_in_fp32_and_reset_to_its_precision(tiny_d
     assert all(torch.equal(p, tuned[n]) for n, p in c.unets["base"].named_parameters())  # exact: loaded in fp32
     ut.reset()
     assert all(p.dtype == torch.float16 for p in c.unets["base"].parameters())
+
+
+def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
+    from unitune_nb.widgets import Editor
+
+    ut = UniTune(sd_cascade)
+    e = Editor(ut, debounce=0, save_dir=tmp_path)
+    d = sd_cascade.edit_defaults
+    assert e.t0.value == pytest.approx(d["t0"]) and e.interp.value == pytest.approx(d["interpolation"])
+    assert e.tune_iters.value == ut.default_iters == 128  # the paper's count for real models
