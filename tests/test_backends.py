@@ -194,4 +194,5 @@ def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
     e = Editor(ut, debounce=0, save_dir=tmp_path)
     d = sd_cascade.edit_defaults
     assert e.t0.value == pytest.approx(d["t0"]) and e.interp.value == pytest.approx(d["interpolation"])
+    assert e.mask_from.value == ut.edit_defaults["mask_from"] == "source"  # what ut.edit uses when not told
     assert e.tune_iters.value == ut.default_iters == 128  # the paper's count for real models

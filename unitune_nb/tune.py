@@ -199,6 +199,13 @@ class UniTune:
         self.cascade.release_tuning(stage)
 
     @property
+    def edit_defaults(self) -> dict:
+        """The options :meth:`edit` takes when left at ``None``: :data:`EDIT_DEFAULTS` for the embedded model,
+        a real model's own ``edit_defaults`` (its mask estimated against the source unless they say otherwise)."""
+        own = getattr(self.cascade, "edit_defaults", None)
+        return dict(EDIT_DEFAULTS) if own is None else {"mask_from": "source", **own}
+
+    @property
     def default_iters(self) -> int:
         """Tuning iterations per stage when none are given: the cascade's ``tune_iters`` (else the paper's 128)."""
         return int(getattr(self.cascade, "tune_iters", 128))
@@ -382,16 +389,17 @@ class UniTune:
         error cancels out and only what the edit words changed counts (one more first-stage sample,
         reused while the weights, source and settings stay the same); ``"source"`` — the source image.
         ``mask``: a user mask (white / 1 = may change) that confines the edit instead.  Same seed, same
-        image.  Options left at ``None`` take :data:`EDIT_DEFAULTS` (chosen on the edit benchmark).
+        image.  Options left at ``None`` take :attr:`edit_defaults` (the embedded model's chosen on the edit
+        benchmark).
         """
         c = self.cascade
         if self.source is None:
             raise ValueError("no source image: call tune(image) (or set_source(image)) first")
-        d = getattr(c, "edit_defaults", EDIT_DEFAULTS)
+        d = self.edit_defaults
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
         t0 = d["t0"] if t0 is None else t0
         interpolation = d["interpolation"] if interpolation is None else interpolation
-        mask_from = d.get("mask_from", "source") if mask_from is None else mask_from
+        mask_from = d["mask_from"] if mask_from is None else mask_from
         if mask_from not in MASK_FROM:
             raise ValueError(f"mask_from must be one of {MASK_FROM}, got {mask_from!r}")
         c.check_prompt(prompt)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import world
 from .bench import PREVIEW_STEPS
-from .tune import EDIT_DEFAULTS, MASK_FROM, RARE_TOKEN, UniTune
+from .tune import MASK_FROM, RARE_TOKEN, UniTune
 
 THUMB = 64  # px of a history thumbnail
 VIEW = 192  # px of the source / result / mask views
@@ -125,7 +125,7 @@ class Editor:
         self._source_id = 0
         self._holding = False
         style = {"description_width": "initial"}
-        d = dict(EDIT_DEFAULTS, **getattr(self.ut.cascade, "edit_defaults", {}))  # a real model's own defaults
+        d = self.ut.edit_defaults  # a real model's own defaults
         g0 = d["guidance_scale"] or self.ut.cascade.defaults["base"]["guidance_scale"]
         # source
         self.scene_seed = W.IntText(value=scene_seed, description="world scene", style=style, layout=W.Layout(width="160px"))
@@ -133,7 +133,7 @@ class Editor:
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         # tuning
         self.rare_token = W.Text(value=self.ut.rare_token or RARE_TOKEN, description="rare token", style=style)
-        self.tune_iters = W.IntText(value=tune_iters or self.ut.default_iters, description="iterations", style=style, layout=W.Layout(width="160px"))
+        self.tune_iters = W.IntText(value=self.ut.default_iters if tune_iters is None else tune_iters, description="iterations", style=style, layout=W.Layout(width="160px"))
         self.tune_button = W.Button(description="Tune", button_style="primary", icon="cogs")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="tuning", style=style)
         # editing
