@@ -101,8 +101,10 @@ def test_encoder_neighbours_tell_which_paraphrases_the_encoder_places_right(text
     # swap two colours' words: the encoder still places them by what they mean, so now they count as wrong
     swapped = encoder_neighbours(text_encoder, paraphrases={"red": ["bright blue"], "blue": ["bright red"]}, synonyms={})
     assert swapped["accuracy"]["colour"] == (0.0, 2)
-    assert encoder_neighbours(text_encoder, paraphrases={"red": ["bright red"], "blue": ["bright blue"]},
-                              synonyms={})["accuracy"]["colour"] == (1.0, 2)
+    assert swapped["linear"]["colour"] == (0.0, 2)  # the linear read, fit on the trained words, is fooled too
+    right = encoder_neighbours(text_encoder, paraphrases={"red": ["bright red"], "blue": ["bright blue"]}, synonyms={})
+    assert right["accuracy"]["colour"] == right["linear"]["colour"] == (1.0, 2)
+    assert set(rep["linear"]) == set(rep["accuracy"]) and all(n > 0 for _, n in rep["linear"].values())
 
 
 def test_report_puts_the_encoder_reference_beside_the_paraphrase_scores(cascade, text_encoder):
@@ -118,6 +120,7 @@ def test_report_puts_the_encoder_reference_beside_the_paraphrase_scores(cascade,
     nb = rep["encoder_neighbours"]["accuracy"]
     assert set(pa["accuracy"]) & set(nb)
     for k in set(pa["accuracy"]) & set(nb):
-        assert f"| {nb[k][0]:.2f} of {nb[k][1]} |" in text
+        lin = rep["encoder_neighbours"]["linear"][k]
+        assert f"| {nb[k][0]:.2f} of {nb[k][1]} | {lin[0]:.2f} of {lin[1]} |" in text
     wrong = [p for p, meant, _, near_meant in rep["encoder_neighbours"]["phrases"] if meant != near_meant]
     assert all(f"{p} -> " in text for p in wrong)

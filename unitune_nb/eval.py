@@ -83,9 +83,12 @@ def encoder_neighbours(encoder, paraphrases: dict[str, list[str]] | None = None,
     states over the phrase's own word pieces (what cross-attention reads) are averaged, and the
     paraphrase counts as *told apart* when its nearest trained phrase (cosine) means the same thing.
     A U-Net trained on those phrases can read a paraphrase only through where the encoder puts it, so
-    this is a reference for the paraphrase scores of :func:`text_following`, not a bound.
-    Returns ``{"accuracy": {attribute: (fraction, n)}, "phrases": [(paraphrase, meant, nearest trained
-    phrase, its meaning), ...]}``.
+    this is a reference for the paraphrase scores of :func:`text_following`, not a bound.  ``"linear"``
+    is a second reference: a linear classifier (multinomial logistic regression) fit on the trained
+    phrases' states, asked for each paraphrase's meaning (the best a linear read of those states learns
+    from the training phrases alone).
+    Returns ``{"accuracy": {attribute: (fraction, n)}, "linear": {attribute: (fraction, n)}, "phrases":
+    [(paraphrase, meant, nearest trained phrase, its meaning), ...]}``.
     """
     paraphrases = PARAPHRASES if paraphrases is None else paraphrases
     synonyms = world.SYNONYMS if synonyms is None else synonyms
@@ -100,20 +103,41 @@ def encoder_neighbours(encoder, paraphrases: dict[str, list[str]] | None = None,
             out.append(emb.states[i, j:j + len(piece)].float().mean(0))
         return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
-    rows, acc = [], {}
+    rows, acc, linear = [], {}, {}
     for attr, (canon, template) in _PHRASE_GROUPS.items():
         trained = [(c, t) for c in canon for t in [c, *synonyms.get(c, [])]]
         tests = [(c, p) for c in canon for p in paraphrases.get(c, [])]
         if not tests:
             continue
-        nearest = (phrase_states(template, [p for _, p in tests])
-                   @ phrase_states(template, [t for _, t in trained]).T).argmax(1).tolist()
+        xs, xt = phrase_states(template, [t for _, t in trained]), phrase_states(template, [p for _, p in tests])
+        nearest = (xt @ xs.T).argmax(1).tolist()
         hits = []
         for (meant, p), k in zip(tests, nearest):
             rows.append((p, meant, trained[k][1], trained[k][0]))
             hits.append(trained[k][0] == meant)
         acc[attr] = (float(np.mean(hits)), len(hits))
-    return {"accuracy": acc, "phrases": rows}
+        read = _linear_read(xs, torch.tensor([canon.index(c) for c, _ in trained]), len(canon))
+        linear[attr] = (float(np.mean([canon[k] == c for (c, _), k in zip(tests, read(xt).tolist())])), len(tests))
+    return {"accuracy": acc, "linear": linear, "phrases": rows}
+
+
+def _linear_read(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3):
+    """Multinomial logistic regression on unit-length features ``x`` (L-BFGS, small L2 penalty); returns
+    the classifier, features -> class index."""
+    with torch.enable_grad():
+        w = torch.zeros(x.shape[1], classes, requires_grad=True)
+        b = torch.zeros(classes, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=500)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(10 * x @ w + b, y) + l2 * (w ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    w, b = w.detach(), b.detach()
+    return lambda z: (10 * z @ w + b).argmax(1)
 
 
 def paraphrase(caption: str, rng: random.Random) -> str:
@@ -281,12 +305,13 @@ def format_report(rep: dict) -> str:
     if "paraphrases" in rep:
         pa = rep["paraphrases"]
         lines += ["", f"paraphrased prompts: {pa['n']} (e.g. " + "; ".join(f'"{e}"' for e in pa["examples"][:4]) + ")",
-                  "| attribute | model | chance | prompts | encoder's nearest trained phrase right |",
-                  "|---|---|---|---|---|"]
+                  "| attribute | model | chance | prompts | encoder's nearest trained phrase right | "
+                  "linear read of the encoder right |", "|---|---|---|---|---|---|"]
         nb = rep.get("encoder_neighbours", {}).get("accuracy", {})
+        lin = rep.get("encoder_neighbours", {}).get("linear", {})
         for k, (acc, cnt) in pa["accuracy"].items():
-            enc = f"{nb[k][0]:.2f} of {nb[k][1]}" if k in nb else "-"
-            lines.append(f"| {k} | {acc:.3f} | {pa['chance'].get(k, (float('nan'), 0))[0]:.3f} | {cnt} | {enc} |")
+            enc, lr = (f"{d[k][0]:.2f} of {d[k][1]}" if k in d else "-" for d in (nb, lin))
+            lines.append(f"| {k} | {acc:.3f} | {pa['chance'].get(k, (float('nan'), 0))[0]:.3f} | {cnt} | {enc} | {lr} |")
         wrong = [f"{p} -> {near}" for p, meant, near, near_meant in rep.get("encoder_neighbours", {}).get("phrases", [])
                  if meant != near_meant]
         if wrong:
