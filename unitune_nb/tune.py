@@ -287,7 +287,8 @@ class UniTune:
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
              batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
              trainable: str | Callable[[str], bool] = "most", seed: int = 0, progress: bool = True) -> TuneReport:
-        """Fine-tune on (``image``, ``rare_token``) with the paper's defaults; returns a :class:`TuneReport`."""
+        """Fine-tune on (``image``, ``rare_token``) with the paper's settings (Sec. 3: batch 4, lr 1e-4) and the
+        cascade's iteration count and optimiser (:meth:`tune_steps`); returns a :class:`TuneReport`."""
         from tqdm.auto import tqdm
 
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]
