@@ -179,8 +179,9 @@ def batches(cfg: TrainConfig, start_step: int = 0,
         for step in itertools.count(start_step):
             yield make_batch(cfg, random.Random(batch_seed(cfg, step)))
         return
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        pending: collections.deque = collections.deque()
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+    pending: collections.deque = collections.deque()
+    try:
         step = start_step
         while True:
             while len(pending) < 2 * workers:  # a bounded queue: never more than two batches per worker ahead
@@ -188,6 +189,16 @@ def batches(cfg: TrainConfig, start_step: int = 0,
                 step += 1
             x0, low, caps = pending.popleft().get()
             yield torch.from_numpy(x0), None if low is None else torch.from_numpy(low), caps
+    finally:
+        # Let the batches in flight arrive, then stop the workers cleanly: terminating a pool while results
+        # are still coming (what `with Pool()` does on exit) can leave its result thread waiting forever.
+        for r in pending:
+            r.wait(timeout=60)
+        if all(r.ready() for r in pending):
+            pool.close()
+            pool.join()
+        else:  # a worker that hangs: nothing clean is possible
+            pool.terminate()
 
 
 def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: TextEncoder,
