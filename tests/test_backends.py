@@ -73,7 +73,7 @@ def test_tune_lowers_loss_and_reset_is_exact(which, if_cascade, sd_cascade, sour
     ut = UniTune(c)
     ut.set_source(source)
     text = c.encode(["beikkpic"] * 4)
-    x0 = ut._source_at(c.sizes["base"]).repeat(4, 1, 1, 1)
+    x0 = ut.source_at(c.sizes["base"]).repeat(4, 1, 1, 1)
 
     def loss():
         with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY = {"UniTune": "tune", "EDIT_DEFAULTS": "tune", "Cascade": "cascade", "Editor": "widgets", "editor": "widgets",
+_LAZY = {"UniTune": "tune", "EDIT_DEFAULTS": "settings", "Cascade": "cascade", "Editor": "widgets", "editor": "widgets",
          "world": None, "load_image": "images"}
 
 

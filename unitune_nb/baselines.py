@@ -28,7 +28,7 @@ class Method:
 
     ``model`` is ``"tuned"`` (UniTune fine-tuning), ``"inverted"`` (Textual Inversion) or
     ``"pristine"``; ``rare`` says whether the prompt carries the rare token; ``None`` options take
-    the engine's defaults (:data:`unitune_nb.tune.EDIT_DEFAULTS`).  ``guidance_scale="model"`` samples
+    the model's edit defaults (:mod:`unitune_nb.settings`).  ``guidance_scale="model"`` samples
     with the model's own text-to-image guidance (the rows that draw from pure noise without tuning:
     the edit guidance, chosen for a tuned model, over-saturates them).
     """
@@ -74,7 +74,7 @@ def textual_inversion_steps(ut: UniTune, image=None, rare_token: str = RARE_TOKE
     vec = te.word_embeddings(rare_token).requires_grad_(True)
     opt = torch.optim.AdamW([vec], lr=lr, weight_decay=0.0)
     unet = ut.cascade.unets["base"]
-    x0 = ut._source_at(ut.cascade.sizes["base"]).repeat(batch_size, 1, 1, 1)
+    x0 = ut.source_at(ut.cascade.sizes["base"]).repeat(batch_size, 1, 1, 1)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     unet.requires_grad_(False)

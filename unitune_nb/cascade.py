@@ -20,7 +20,6 @@ diffusers folder per stage, each loadable by ``UNet2DConditionModel.from_pretrai
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import time
@@ -30,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from safetensors.torch import save_file
 
+from .adapters import ResidualAdapter, StageAdapter
+from .diffusion import Step, diffusion_loss, sample, train_scheduler
 from .images import strip, to_pil
-from .sample import Step, sample
 from .text import EMBED_DIM, TextEmbedding, TextEncoder
 
 STAGES = ("base", "sr1", "sr2")
@@ -45,11 +45,10 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name
 
 #: Sampling defaults per stage (guidance scale, DDIM steps, low-res augmentation level, what the U-Net predicts).
-# SR stages diffuse the residual (target - upsample(low)) * residual_scale and predict it clean ("sample"),
-# trained with the plain loss: the residual's std is only ~0.12, so at most noise levels it is buried and the
-# prediction must come from the low-res image alone -- a regression that x0-prediction learns directly, where
-# v-prediction with min-SNR weighting gave those levels almost no weight and stayed below bicubic upsampling.
-# Few DDIM steps land nearest the mean: 4 scored higher PSNR than 8 or 12 (docs/benchmarks.md).
+#: SR stages diffuse the residual ``(target - upsample(low)) * residual_scale`` and predict it clean
+#: (``"sample"``), trained with the plain loss: at most noise levels the small residual is buried and the
+#: prediction must come from the low-res image alone, a regression that x0-prediction learns directly.
+#: Why these values: docs/training.md and docs/benchmarks.md.
 DEFAULTS = {
     "base": {"guidance_scale": 2.0, "steps": 25, "prediction_type": "v_prediction"},
     "sr1": {"guidance_scale": 1.0, "steps": 4, "noise_level": 100, "residual_scale": 1.0, "prediction_type": "sample"},
@@ -61,6 +60,25 @@ def default_snr_gamma(prediction_type: str) -> float:
     """The loss weighting a stage trains and tunes with: min-SNR (gamma 5) for v / noise prediction; none (0)
     for a stage that predicts the clean sample, whose high-noise steps are where it learns the mean detail."""
     return 0.0 if prediction_type == "sample" else 5.0
+
+
+def stage_adapter(stage: str, stage_defaults: dict, schedule: dict | None = None,
+                  snr_gamma: float | None = None) -> StageAdapter:
+    """The adapter of an embedded stage: the base stage diffuses the image, SR stages the scaled residual
+    over the upsampled low-res image; ``stage_defaults`` says what the U-Net predicts (and the scale)."""
+    check_stage(stage)
+    kind = stage_defaults.get("prediction_type", "v_prediction")
+    gamma = default_snr_gamma(kind) if snr_gamma is None else snr_gamma
+    schedule = dict(schedule or sampling_scheduler().config)
+    if stage == "base":
+        return StageAdapter(schedule, kind, gamma)
+    return ResidualAdapter(schedule, kind, stage_defaults.get("residual_scale", 1.0), gamma)
+
+
+def sampling_scheduler() -> DDIMScheduler:
+    """The embedded model's DDIM sampling settings on its training schedule (trailing spacing, clipped x0)."""
+    return DDIMScheduler.from_config(train_scheduler().config, timestep_spacing="trailing", clip_sample=True,
+                                     set_alpha_to_one=False)
 
 
 def default_weights() -> Path:
@@ -95,12 +113,6 @@ def make_unet(stage: str, seed: int = 0) -> UNet2DConditionModel:
     return UNet2DConditionModel(**unet_config(stage))
 
 
-def train_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
-    """The training noise schedule: 1000-step cosine, v-prediction unless told (SR stages: ``"sample"``)."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type=prediction_type, clip_sample=False)
-
-
 def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
@@ -133,15 +145,7 @@ class Cascade:
     way.  ``generate`` runs the stages in order.
     """
 
-    # UniTune's tuning optimiser for this model (``UniTune.tune(optimizer=None)``): AdamW's fused kernel
-    # tunes the small embedded U-Nets as well as the paper's Adafactor in a tenth of the optimiser time
-    # (the whole tune about a third faster on a CPU; docs/benchmarks.md); real models keep Adafactor,
-    # whose state is a fraction of AdamW's.
-    tune_optimizer = "adamw"
-    # UniTune's tuning iterations for this model (``UniTune.tune(iters=None)``), chosen on the edit benchmark
-    # with the edit defaults: 64 edits more often than the paper's 128 (0.66 against 0.62 of 150 edits) and
-    # keeps >= 25 dB outside the edit (25.7 against 30.5), in half the time (docs/benchmarks.md).
-    tune_iters = 64
+    family = "embedded"  # which entry of unitune_nb.settings.MODEL_DEFAULTS holds this model's defaults
 
     def __init__(self, unets: dict[str, UNet2DConditionModel], text_encoder: TextEncoder | None = None,
                  scheduler: DDIMScheduler | None = None, defaults: dict | None = None):
@@ -156,9 +160,9 @@ class Cascade:
         for u in self.unets.values():
             u.requires_grad_(False)
         self.text_encoder = text_encoder or TextEncoder()
-        self.scheduler = scheduler or DDIMScheduler.from_config(train_scheduler().config, timestep_spacing="trailing",
-                                                                clip_sample=True, set_alpha_to_one=False)
+        self._scheduler = scheduler or sampling_scheduler()  # the schedule and DDIM settings; see adapter()
         self.defaults = {s: dict(DEFAULTS[s], **(defaults or {}).get(s, {})) for s in STAGES}
+        self._adapters: dict[str, tuple[str, StageAdapter]] = {}
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -168,8 +172,6 @@ class Cascade:
     def sizes(self) -> dict[str, int]:
         """Output size in pixels of each loaded stage."""
         return {s: SIZE[s] for s in self.unets}
-
-    latent = False  # True where stages denoise latents that a decoder turns into pixels (Stable Diffusion)
 
     @property
     def sample_sizes(self) -> dict[str, int]:
@@ -187,16 +189,24 @@ class Cascade:
         """Called after ``stage`` got its pristine weights back (backends cast it back to the precision it was
         loaded in)."""
 
+    def adapter(self, stage: str) -> StageAdapter:
+        """The stage's :class:`~unitune_nb.adapters.StageAdapter`: what its U-Net predicts and diffuses, and
+        the only source of its sampling scheduler (built from the stage's defaults, rebuilt when they change)."""
+        key = json.dumps(self.defaults[stage], sort_keys=True, default=str)
+        if self._adapters.get(stage, ("",))[0] != key:
+            self._adapters[stage] = (key, self._make_adapter(stage))
+        return self._adapters[stage][1]
+
+    def _make_adapter(self, stage: str) -> StageAdapter:
+        return stage_adapter(stage, self.defaults[stage], self._scheduler.config)
+
     def loss(self, stage: str, x0: torch.Tensor, low: torch.Tensor | None, text: TextEmbedding,
              generator: torch.Generator | None = None, rng=None, crop: int | None = None,
              max_noise_level: int = 350) -> torch.Tensor:
         """The stage's training loss on images ``x0`` in [-1, 1] (UniTune fine-tunes with it)."""
-        from .train import diffusion_loss, loss_scheduler
-
-        kind = self.prediction_type(stage)
-        return diffusion_loss(self.unets[stage], x0, text, low, generator, max_noise_level, crop=crop, rng=rng,
-                              residual_scale=self.defaults[stage].get("residual_scale", 1.0),
-                              snr_gamma=default_snr_gamma(kind), scheduler=loss_scheduler(kind))
+        with self.stage_context(stage):
+            return diffusion_loss(self.unets[stage], self.adapter(stage), x0, text, low, generator, max_noise_level,
+                                  crop=crop, rng=rng)
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -254,7 +264,7 @@ class Cascade:
             u.save_config(path / s)
             sd = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in u.state_dict().items()}
             save_file(sd, str(path / s / WEIGHTS_NAME), metadata={"format": "pt"})
-        self.scheduler.save_pretrained(path / "scheduler")
+        self._scheduler.save_pretrained(path / "scheduler")
         write_meta(path, self.defaults)
 
     # ------------------------------------------------------------------ generation
@@ -304,19 +314,12 @@ class Cascade:
         return stages
 
     def prediction_type(self, stage: str) -> str:
-        """What ``stage``'s U-Net predicts: its defaults say so, else the cascade scheduler's own (real models)."""
-        return self.defaults[stage].get("prediction_type", self.scheduler.config.prediction_type)
+        """What ``stage``'s U-Net predicts (diffusers' name: ``v_prediction``, ``epsilon`` or ``sample``)."""
+        return self.adapter(stage).prediction.name
 
     def stage_scheduler(self, stage: str) -> DDIMScheduler:
-        """The sampling scheduler of ``stage``: the cascade's, with the stage's prediction type (an SR stage
-        that predicts the clean residual, ``"sample"``, where the base stage predicts v)."""
-        d = self.defaults[stage]
-        kind = self.prediction_type(stage)
-        if kind == self.scheduler.config.prediction_type:
-            return self.scheduler
-        # a residual spans [-2, 2] (times its scale): clip the predicted residual there, not to the image's [-1, 1]
-        return DDIMScheduler.from_config(self.scheduler.config, prediction_type=kind,
-                                         clip_sample_range=2.0 * d.get("residual_scale", 1.0))
+        """A sampling scheduler for ``stage`` (its adapter's: the stage's prediction type and clip range)."""
+        return self.adapter(stage).scheduler()
 
     def stage_sampler(self, stage: str, text: TextEmbedding, baseline: TextEmbedding | None,
                       generator: torch.Generator, low: torch.Tensor | None = None, guidance_scale: float | None = None,
@@ -330,10 +333,9 @@ class Cascade:
         d = self.defaults[stage]
         g = d["guidance_scale"] if guidance_scale is None else guidance_scale
         k = d["steps"] if steps is None else steps
-        it = sample(self.unets[stage], self.stage_scheduler(stage), text, baseline, guidance_scale=g, steps=k,
+        it = sample(self.unets[stage], self.adapter(stage), text, baseline, guidance_scale=g, steps=k,
                     size=self.sample_sizes[stage], generator=generator, low_res=low,
-                    noise_level=d.get("noise_level", 0), residual_scale=d.get("residual_scale", 1.0),
-                    residual=d.get("residual", True), x_init=x_init, t0=t0)
+                    noise_level=d.get("noise_level", 0), x_init=x_init, t0=t0)
         return it, {"guidance_scale": g, "steps": k}
 
     def run(self, text: TextEmbedding, baseline: TextEmbedding, generator: torch.Generator,
@@ -342,34 +344,40 @@ class Cascade:
             progress: bool = False) -> StageRun:
         """Run ``stages`` in order for already-encoded text (one image).
 
-        ``guidance_scale`` applies to the base stage (the SR stages use their defaults);
-        ``baseline`` is the guidance baseline (the empty prompt for CFG); ``x_init`` and ``t0 < 1``
-        start the base stage late from ``x_init`` (SDEdit).  Shared by ``generate`` and UniTune's edit.
+        ``guidance_scale`` applies to the first stage (the SR stages use their defaults);
+        ``baseline`` is the guidance baseline (the empty prompt for CFG); ``x_init`` (an image in [-1, 1])
+        and ``t0 < 1`` start the first stage late from it (SDEdit).  Shared by ``generate`` and UniTune's edit.
         """
-        from tqdm.auto import tqdm
-
         out = StageRun()
         low = None
         for s in stages:
             first = s == self.stages[0]
-            t = time.perf_counter()
-            it, out.settings[s] = self.stage_sampler(s, text, baseline, generator, low,
-                                                     guidance_scale if first else None,
-                                                     steps if isinstance(steps, int) else (steps or {}).get(s),
-                                                     x_init if first else None, t0 if first else 1.0)
-            k = out.settings[s]["steps"]
-            traj = []
-            with self.stage_context(s):
-                for st in tqdm(it, total=k, desc=s, disable=not progress, leave=False):
-                    if return_intermediates:
-                        traj.append(Step(st.index, st.t, st.x.clone().cpu(), st.x0.clone().cpu()))
-                    last = st
-            low = last.x if self.latent else last.x.clamp(-1, 1)
-            out.images[s] = low.cpu()
-            out.seconds[s] = time.perf_counter() - t
-            if return_intermediates:
-                out.intermediates[s] = traj
+            start = self.adapter(s).encode(x_init) if first and x_init is not None else None
+            stage_steps = steps if isinstance(steps, int) else (steps or {}).get(s)
+            it, out.settings[s] = self.stage_sampler(s, text, baseline, generator, low, guidance_scale if first else None,
+                                                     stage_steps, start, t0 if first else 1.0)
+            low = self._run_stage(s, it, out, return_intermediates, progress)
         return out
+
+    def _run_stage(self, stage: str, it: Iterator[Step], out: StageRun, return_intermediates: bool,
+                   progress: bool) -> torch.Tensor:
+        """Exhaust one stage's sampler into ``out`` (image, seconds, trajectory); returns the image in [-1, 1]."""
+        from tqdm.auto import tqdm
+
+        adapter = self.adapter(stage)
+        t = time.perf_counter()
+        traj = []
+        with self.stage_context(stage):
+            for st in tqdm(it, total=out.settings[stage]["steps"], desc=stage, disable=not progress, leave=False):
+                if return_intermediates:
+                    traj.append(Step(st.index, st.t, adapter.view(st.x.clone()).cpu(), adapter.view(st.x0.clone()).cpu()))
+                last = st
+            image = adapter.decode(last.x)
+        out.images[stage] = image.cpu()
+        out.seconds[stage] = time.perf_counter() - t
+        if return_intermediates:
+            out.intermediates[stage] = traj
+        return image
 
 
 @dataclass

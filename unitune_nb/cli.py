@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from .settings import MASK_FROM, RARE_TOKEN, SWEEP_GRID
+
 
 def _threads(n: int | None) -> None:
     import torch
@@ -115,8 +117,9 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
         cases = cases[: a.cases]
     if a.iters is None:
         from .cascade import Cascade
+        from .settings import defaults_for
 
-        a.iters = Cascade.tune_iters
+        a.iters = defaults_for(Cascade).tune.iters
     a.ti_iters = a.iters if a.ti_iters is None else a.ti_iters
     sweep = None
     if a.sweep:
@@ -224,25 +227,20 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _add_edit_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--guidance-scale", type=float, default=None, help="base-stage guidance (default: EDIT_DEFAULTS)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="first-stage guidance (default: the model's)")
     p.add_argument("--baseline-prompt", default=None, help="prompt guidance: guide away from this prompt instead of ''")
-    p.add_argument("--t0", type=float, default=None, help="late start of the base stage, in (0, 1]; 1 = from noise "
-                   "(default: EDIT_DEFAULTS)")
+    p.add_argument("--t0", type=float, default=None, help="late start of the first stage, in (0, 1]; 1 = from noise "
+                   "(default: the model's)")
     p.add_argument("--interpolation", type=float, default=None, help="blend the source back in, [0, 1] "
-                   "(default: EDIT_DEFAULTS)")
-    p.add_argument("--mask-from", choices=("reconstruction", "source"), default=None,
-                   help="what the edit is compared with to estimate the interpolation mask (default: EDIT_DEFAULTS)")
+                   "(default: the model's)")
+    p.add_argument("--mask-from", choices=MASK_FROM, default=None,
+                   help="what the edit is compared with to estimate the interpolation mask (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=int, default=None,
-                   help="tuning iterations per stage (default: the model's; 64 for the embedded one, from the edit benchmark)")
+    p.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unitune-nb", description="UniTune teaching toolkit on an embedded mini-Imagen.")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="text -> 128 px image through the embedded cascade")
     g.add_argument("prompt")
     g.add_argument("--seed", type=int, default=0)
@@ -252,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
     g.set_defaults(func=cmd_generate)
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train one stage of the cascade (checkpoints, --resume)")
     t.add_argument("--stage", required=True, help="base, sr1 or sr2")
     t.add_argument("--out", required=True, help="run folder (a cascade folder once trained)")
@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="text-following accuracy and SR PSNR of a cascade")
     e.add_argument("--weights", default=None)
     e.add_argument("--n", type=int, default=240, help="held-out captions for the base stage")
@@ -296,12 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--figure", default=None, help="with --guidance-sweep: write the plot here")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_edit_and_demo(sub) -> None:
     ed = sub.add_parser("edit", help="tune on SOURCE once, then run each edit prompt (UniTune)")
     ed.add_argument("source", help="image file (PNG, JPEG, ...)")
     ed.add_argument("prompts", nargs="+", help="edit prompts; the rare token is put in front unless present")
     ed.add_argument("--out", default="edits")
-    ed.add_argument("--rare-token", default="beikkpic")
-    ed.add_argument("--lr", type=float, default=1e-4)
+    ed.add_argument("--rare-token", default=RARE_TOKEN)
+    ed.add_argument("--lr", type=float, default=None, help="tuning learning rate (default: the model's)")
     ed.add_argument("--tune-stages", default="base,sr1", help="comma-separated stages to tune")
     ed.add_argument("--mask", default=None, help="image whose white part may change (confines the edit)")
     ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
@@ -315,9 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edit_flags(dm)
     dm.set_defaults(func=cmd_demo)
 
+
+def _add_bench(sub) -> None:
+    grid = {k: ",".join(f"{x:g}" for x in v) for k, v in SWEEP_GRID.items()}
     bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
     bs.add_argument("--weights", default=None)
-    bs.add_argument("--iters", type=int, default=128)
+    bs.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
     bs.set_defaults(func=cmd_bench_speed)
 
     be = sub.add_parser("bench-edit", help="UniTune and the baselines on the fixed edit cases, scored by the world's oracle")
@@ -326,15 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--cases-file", default=None, help="a case list (JSON) instead of the shipped one")
     be.add_argument("--quick", action="store_true", help="4 cases, 16 tuning steps, 1 seed: a smoke run")
     be.add_argument("--seeds", type=int, default=3, help="edit seeds per case (the spread is over them)")
-    be.add_argument("--iters", type=int, default=None,
-                    help="UniTune tuning iterations per case (default: the engine's, 64 for the embedded model)")
+    be.add_argument("--iters", type=int, default=None, help="UniTune tuning iterations per case (default: the model's)")
     be.add_argument("--ti-iters", type=int, default=None, help="Textual Inversion iterations per case (default: --iters)")
     be.add_argument("--full", action="store_true", help="tune base + sr1 and score 128 px edits (slower)")
     be.add_argument("--methods", default=None, help="';'-separated row names (default: all); '' = sweep only")
     be.add_argument("--sweep", action="store_true", help="also sweep UniTune's guidance, t0 and interpolation")
-    be.add_argument("--sweep-guidance", default="3,4,5")
-    be.add_argument("--sweep-t0", default="0.8,0.9,0.95")
-    be.add_argument("--sweep-interpolation", default="0.75,1")
+    be.add_argument("--sweep-guidance", default=grid["guidance_scale"])
+    be.add_argument("--sweep-t0", default=grid["t0"])
+    be.add_argument("--sweep-interpolation", default=grid["interpolation"])
     be.add_argument("--sweep-seeds", type=int, default=1, help="edit seeds per swept setting (default 1: seed 0)")
     be.add_argument("--sweep-iters", default=None,
                     help="comma-separated tuning iteration counts (e.g. 16,32,64,128): UniTune's defaults scored "
@@ -348,10 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "split over processes): report them as one run instead of running")
     be.set_defaults(func=cmd_bench_edit)
 
+
+def _add_export(sub) -> None:
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")
     x.add_argument("--out", required=True)
     x.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unitune-nb", description="UniTune teaching toolkit on an embedded mini-Imagen.")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_generate, _add_train, _add_eval, _add_edit_and_demo, _add_bench, _add_export):
+        add(sub)
     return p
 
 

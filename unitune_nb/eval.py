@@ -20,7 +20,7 @@ from . import world
 from .cascade import SIZE, Cascade
 from .images import psnr, to_pil, to_tensor
 from .probe import check, load_probe
-from .sample import run
+from .diffusion import run
 
 # Evaluation scenes come from fixed seeds from here on.  Training draws fresh random 31-bit seeds, so a
 # given evaluation scene was seen in training with probability ~ steps * batch / 2**31 (< 1e-4 here);

@@ -55,13 +55,19 @@ def blend(result: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, streng
 
 
 def mask_to_tensor(mask, size: int, allowed: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """A user mask (PIL image, array or tensor; nonzero / white = editable) as ``[1, 1, size, size]`` in [0, 1].
+    """A user mask (a path, PIL image, array or tensor; nonzero / white = editable) as ``[1, 1, size, size]`` in [0, 1].
 
     ``allowed`` lists the (height, width) shapes accepted, e.g. the source's original size and the
     output size; anything else is a ValueError.
     """
+    import os
+
     from PIL import Image
 
+    if isinstance(mask, (str, os.PathLike)):
+        from .images import read_image
+
+        mask = read_image(mask)[0]
     if isinstance(mask, Image.Image):
         a = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
     else:

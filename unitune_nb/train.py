@@ -25,17 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from . import world
-from .cascade import (DEFAULTS, SIZE, check_stage, default_snr_gamma, make_unet, read_defaults, train_scheduler,
-                      write_meta)
+from .adapters import StageAdapter
+from .cascade import DEFAULTS, SIZE, check_stage, default_snr_gamma, make_unet, read_defaults, stage_adapter, write_meta
+from .diffusion import diffusion_loss
 from .images import to_tensor
-from .sample import unet_forward, upsample
-from .text import TextEmbedding, TextEncoder
+from .text import TextEncoder
 
 
 @dataclass
@@ -77,6 +76,10 @@ class TrainConfig:
         d = {"prediction_type": self.prediction_type}
         return d if self.stage == "base" else dict(d, residual_scale=self.residual_scale)
 
+    def adapter(self) -> StageAdapter:
+        """The stage's adapter with this run's prediction type, residual scale and loss weighting."""
+        return stage_adapter(self.stage, self.stage_defaults(), snr_gamma=self.snr_gamma)
+
 
 def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Render a batch: target images, low-res inputs (SR stages) and captions with dropout."""
@@ -91,68 +94,6 @@ def make_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torc
         caps.append(world.caption(scene, drop=cfg.drop, empty=cfg.empty, rng=rng, synonyms=cfg.synonyms,
                                  only=cfg.only))
     return to_tensor(targets), (to_tensor(lows) if lows else None), caps
-
-
-def diffusion_loss(unet: UNet2DConditionModel, x0: torch.Tensor, text: TextEmbedding, low: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, max_noise_level: int = 350, snr_gamma: float | None = 5.0,
-                   crop: int | None = None, rng: random.Random | None = None,
-                   residual_scale: float = 1.0, scheduler=None, residual: bool = True) -> torch.Tensor:
-    """The training objective of one stage on a batch: MSE on the scheduler's prediction type, min-SNR weighted.
-
-    ``low`` (SR stages) is the low-res image; it is upsampled and noised to a random augmentation
-    level in ``[0, max_noise_level]`` that the U-Net is told (Imagen Sec. 2.5).  SR stages diffuse
-    the residual ``x0 - upsample(low)``: they start from a sharp-less but right-coloured image and
-    only learn the detail, which trains far faster on a CPU than predicting the whole image; the
-    residual is multiplied by ``residual_scale`` (``residual=False`` diffuses the image itself, as
-    DeepFloyd IF's stage II).  ``crop`` trains on a random crop of that
-    size.  ``scheduler`` (default: ours, v-prediction; SR stages pass a ``"sample"`` one) sets the noise schedule and target;
-    ``snr_gamma=None`` (or 0) weighs every timestep alike.  A U-Net that also predicts a variance (IF) is
-    trained on its noise half.  Used by training and by UniTune's fine-tuning alike.
-    """
-    sched = scheduler or loss_scheduler()
-    unet_param = next(unet.parameters())
-    device, dtype = unet_param.device, unet_param.dtype
-    b = x0.shape[0]
-    lr_in = lvl = None
-    x0 = x0.to(device, torch.float32)
-    if low is not None:
-        lvl = torch.randint(0, max_noise_level + 1, (b,), generator=generator)
-        up = upsample(low.to(device, torch.float32), x0.shape[-1])
-        lr_in = sched.add_noise(up, torch.randn(up.shape, generator=generator).to(device), lvl.to(device))
-        lvl = lvl.to(device)
-        if residual:
-            x0 = (x0 - up) * residual_scale  # SR stages model the residual over the (clean) upsample
-        if crop and crop < x0.shape[-1]:
-            rng = rng or random.Random()
-            i, j = rng.randrange(x0.shape[-1] - crop + 1), rng.randrange(x0.shape[-1] - crop + 1)
-            x0 = x0[..., i:i + crop, j:j + crop]
-            lr_in = lr_in[..., i:i + crop, j:j + crop]
-    noise = torch.randn(x0.shape, generator=generator).to(device)
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(device)
-    xt = sched.add_noise(x0, noise, t)
-    kind = sched.config.prediction_type
-    target = sched.get_velocity(x0, noise, t) if kind == "v_prediction" else noise if kind == "epsilon" else x0
-    pred = unet_forward(unet, xt.to(dtype), t, text.to(device, dtype), None if lr_in is None else lr_in.to(dtype), lvl)
-    if pred.shape[1] == 2 * target.shape[1]:  # learned variance (IF): train the noise half
-        pred = pred[:, : target.shape[1]]
-    err = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
-    if not snr_gamma:
-        return err.mean()
-    alphas = sched.alphas_cumprod.to(device)
-    snr = alphas[t] / (1 - alphas[t])
-    weight = torch.clamp(snr, max=snr_gamma) / ((snr + 1) if kind == "v_prediction" else snr)  # min-SNR
-    return (weight * err).mean()
-
-
-_SCHEDULERS: dict[str, DDPMScheduler] = {}
-
-
-def loss_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
-    """The training noise schedule for ``prediction_type``, built once: losses only read it (UniTune's tuning
-    calls the loss every iteration)."""
-    if prediction_type not in _SCHEDULERS:
-        _SCHEDULERS[prediction_type] = train_scheduler(prediction_type)
-    return _SCHEDULERS[prediction_type]
 
 
 def batch_seed(cfg: TrainConfig, step: int) -> int:
@@ -209,21 +150,21 @@ def train_steps(unet: UNet2DConditionModel, cfg: TrainConfig, text_encoder: Text
     ``workers`` draw the batches in other processes (:func:`batches`)."""
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + start_step)
     step = start_step
-    scheduler = loss_scheduler(cfg.prediction_type)
+    adapter = cfg.adapter()
     avg = None  # running mean of the loss, for the spike guard
     unet.train()
     stream = batches(cfg, start_step, workers)
     try:
         for x0, low, caps in stream:
             crop_rng = random.Random(f"crop {batch_seed(cfg, step)}")
-            loss = diffusion_loss(unet, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.snr_gamma,
-                                  cfg.crop, crop_rng, cfg.residual_scale, scheduler=scheduler)
+            loss = diffusion_loss(unet, adapter, x0, text_encoder(caps), low, gen, cfg.max_noise_level, cfg.crop,
+                                  crop_rng)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr and --resume")
             value = loss.item()
             if avg is not None and value > cfg.spike_factor * avg:
-                # a loss spike: skip this update.  One such step destroyed a 5,000-step base run (loss 0.008 -> 0.25,
-                # never recovered), and checkpoints then overwrote the good weights.
+                # a loss spike: skip this update (one can wreck a long run, and checkpoints would then
+                # overwrite the good weights; docs/training.md)
                 step += 1
                 yield value
                 continue
@@ -298,27 +239,9 @@ def save_checkpoint(out: Path, stage: str, unet: UNet2DConditionModel, ema: EMAM
     write_meta(out, defaults)
 
 
-def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
-          resume: bool = False, checkpoint_every: float = 5.0, progress: bool = True,
-          text_encoder: TextEncoder | None = None, init_from: str | Path | None = None,
-          device: str | torch.device | None = None, workers: int = 0, lr_end: float | None = None, **config) -> dict:
-    """Train one stage into ``out`` for ``minutes`` of wall time or ``steps`` steps, whichever ends first.
-
-    Checkpoints every ``checkpoint_every`` minutes and at the end; ``resume=True`` continues from
-    the last checkpoint in ``out``.  ``init_from`` (a cascade folder, e.g. the shipped weights)
-    starts a new run from that stage's weights with a fresh optimiser, so a model can be trained
-    further without its training state.  ``device`` defaults to CUDA where there is one; ``workers``
-    processes draw the scenes (worth it on a GPU: one CPU core cannot keep up with it); ``lr_end``
-    decays the learning rate from ``lr`` to it along a cosine over this run's steps or minutes,
-    whichever runs out first (default: constant).  Returns a summary (steps, seconds, last losses).
-    The workers are started with "spawn": a script that calls this with ``workers`` needs the usual
-    ``if __name__ == "__main__":`` guard (the CLI and notebooks need nothing).
-    """
-    from tqdm.auto import tqdm
-
-    if minutes is None and steps is None:
-        raise ValueError("give --minutes or --steps (or both) so training knows when to stop")
-    out = Path(out)
+def _run_config(stage: str, out: Path, resume: bool, init_from: str | Path | None, config: dict) -> tuple[TrainConfig, dict]:
+    """The run's config and, when resuming, the saved train state: a resumed run keeps its config unless told
+    otherwise; a run from ``init_from`` trains the way those weights were trained unless told otherwise."""
     state_dir = out / "train_state" / stage
     prev = {}
     if resume and (state_dir / "state.json").is_file():
@@ -327,74 +250,124 @@ def train(stage: str, out: str | Path, minutes: float | None = None, steps: int 
         config = {**prev["config"], **{k: v for k, v in config.items() if v is not None}}
     elif resume:
         print(f"nothing to resume in {state_dir}; starting {stage} from scratch")
-    if init_from is not None and not prev:  # train further the way the weights were trained unless told otherwise
+    if init_from is not None and not prev:
         was = read_defaults(Path(init_from)).get(stage, {})
         if config.get("prediction_type") is None:
             config["prediction_type"] = was.get("prediction_type", "v_prediction")
         if stage != "base" and config.get("residual_scale") is None:
             config["residual_scale"] = was.get("residual_scale", 1.0)
     cfg = TrainConfig(stage=stage, **{k: v for k, v in config.items() if v is not None and k != "stage"})
+    return cfg, prev
+
+
+def _init_weights(unet: UNet2DConditionModel, stage: str, init_from: str | Path) -> None:
+    src = Path(init_from)
+    if not (src / stage / "config.json").is_file():
+        raise FileNotFoundError(f"--init-from {src}: no stage {stage!r} there (expected {src / stage / 'config.json'})")
+    loaded = UNet2DConditionModel.from_pretrained(src, subfolder=stage, torch_dtype=torch.float32,
+                                                  low_cpu_mem_usage=False)
+    unet.load_state_dict(loaded.state_dict())
+
+
+def _resume(out: Path, stage: str, prev: dict, unet: UNet2DConditionModel, opt: torch.optim.Optimizer,
+            cfg: TrainConfig, dev: torch.device) -> EMAModel:
+    """Load the last checkpoint's weights, EMA and optimiser state into this run."""
+    state_dir = out / "train_state" / stage
+    unet.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+    ema = EMAModel(UNet2DConditionModel.from_pretrained(out / stage, low_cpu_mem_usage=False).parameters(),
+                   decay=cfg.ema_decay)
+    ema.to(dev)
+    ema.optimization_step = prev["step"]
+    _load_optimizer(opt, [n for n, _ in unet.named_parameters()], state_dir / "optimizer.safetensors")
+    return ema
+
+
+def _cosine(lr: float, lr_end: float, done: float) -> float:
+    """The learning rate ``done`` (0-1) of the way along a cosine from ``lr`` to ``lr_end``."""
+    return lr_end + (lr - lr_end) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+def train(stage: str, out: str | Path, minutes: float | None = None, steps: int | None = None,
+          resume: bool = False, checkpoint_every: float = 5.0, progress: bool = True,
+          text_encoder: TextEncoder | None = None, init_from: str | Path | None = None,
+          device: str | torch.device | None = None, workers: int = 0, lr_end: float | None = None, **config) -> dict:
+    """Train one stage into ``out`` for ``minutes`` of wall time or ``steps`` steps, whichever ends first.
+
+    Checkpoints every ``checkpoint_every`` minutes and at the end; ``resume=True`` continues from
+    the last checkpoint in ``out``.  ``init_from`` (a cascade folder, e.g. the shipped weights)
+    starts a new run from that stage's weights with a fresh optimiser.  ``device`` defaults to CUDA where
+    there is one; ``workers`` processes draw the scenes (worth it on a GPU); ``lr_end`` decays the learning
+    rate from ``lr`` to it along a cosine over this run's steps or minutes, whichever runs out first
+    (default: constant).  Returns a summary (steps, seconds, last losses).  The workers are started with
+    "spawn": a script that calls this with ``workers`` needs the ``if __name__ == "__main__":`` guard.
+    """
+    if minutes is None and steps is None:
+        raise ValueError("give --minutes or --steps (or both) so training knows when to stop")
+    out = Path(out)
+    cfg, prev = _run_config(stage, out, resume, init_from, config)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
     unet = make_unet(stage, seed=cfg.seed)
-    names = [n for n, _ in unet.named_parameters()]
     if init_from is not None and not prev:
-        src = Path(init_from)
-        if not (src / stage / "config.json").is_file():
-            raise FileNotFoundError(f"--init-from {src}: no stage {stage!r} there (expected {src / stage / 'config.json'})")
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(src, subfolder=stage,
-                                                                  torch_dtype=torch.float32, low_cpu_mem_usage=False).state_dict())
+        _init_weights(unet, stage, init_from)
     unet.to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
-    start = 0
-    elapsed0 = 0.0
-    if prev:
-        unet.load_state_dict(load_file(str(state_dir / "model.safetensors")))
-        ema_unet = UNet2DConditionModel.from_pretrained(out / stage, low_cpu_mem_usage=False)
-        ema = EMAModel(ema_unet.parameters(), decay=cfg.ema_decay)
-        ema.to(dev)
-        ema.optimization_step = prev["step"]
-        _load_optimizer(opt, names, state_dir / "optimizer.safetensors")
-        start, elapsed0 = prev["step"], prev["seconds"]
-    te = (text_encoder or TextEncoder()).to(dev)
-    losses: list[float] = []
-    t_start = time.perf_counter()
-    last_ckpt = t_start
-    step = start
-    budget = minutes * 60 if minutes is not None else math.inf
-    bar = tqdm(total=steps, initial=0, desc=f"train {stage}", disable=not progress, unit="step")
+    ema = _resume(out, stage, prev, unet, opt, cfg, dev) if prev else EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    run = _Run(out, cfg, unet, opt, ema, dev, workers, prev.get("step", 0), prev.get("seconds", 0.0))
+    return run.loop(text_encoder or TextEncoder(), minutes, steps, checkpoint_every, progress, lr_end)
 
-    def state() -> dict:
-        return {"step": step, "seconds": elapsed0 + time.perf_counter() - t_start, "config": asdict(cfg),
-                "recent_loss": float(np.mean(losses[-50:])) if losses else None,
-                "threads": torch.get_num_threads(), "device": str(dev), "workers": workers,
-                "lr": opt.param_groups[0]["lr"]}
 
-    def lr_at(at: int) -> float:  # cosine from cfg.lr to lr_end over this run's budget
-        done = max((at - start) / steps if steps else 0.0,
-                   (time.perf_counter() - t_start) / budget if math.isfinite(budget) else 0.0)
-        return lr_end + (cfg.lr - lr_end) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+class _Run:
+    """One training run's loop: steps, time budget, learning-rate schedule, checkpoints."""
 
-    run = train_steps(unet, cfg, te, opt, ema, start_step=start, workers=workers,
-                      lr_at=lr_at if lr_end is not None else None)
-    try:
-        for loss in run:
-            step += 1
-            losses.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            now = time.perf_counter()
-            if (steps is not None and step - start >= steps) or now - t_start >= budget:
-                break
-            if now - last_ckpt >= checkpoint_every * 60:
-                save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
-                last_ckpt = now
-    finally:
-        run.close()
-        bar.close()
-        if step > start:
-            save_checkpoint(out, stage, unet, ema, opt, state(), cfg.stage_defaults())
-    return state()
+    def __init__(self, out: Path, cfg: TrainConfig, unet, opt, ema, dev: torch.device, workers: int, start: int,
+                 elapsed0: float):
+        self.out, self.cfg, self.unet, self.opt, self.ema, self.dev = out, cfg, unet, opt, ema, dev
+        self.workers, self.start, self.step, self.elapsed0 = workers, start, start, elapsed0
+        self.losses: list[float] = []
+        self.t_start = time.perf_counter()
+
+    def state(self) -> dict:
+        return {"step": self.step, "seconds": self.elapsed0 + time.perf_counter() - self.t_start,
+                "config": asdict(self.cfg), "recent_loss": float(np.mean(self.losses[-50:])) if self.losses else None,
+                "threads": torch.get_num_threads(), "device": str(self.dev), "workers": self.workers,
+                "lr": self.opt.param_groups[0]["lr"]}
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.out, self.cfg.stage, self.unet, self.ema, self.opt, self.state(), self.cfg.stage_defaults())
+
+    def loop(self, text_encoder: TextEncoder, minutes: float | None, steps: int | None, checkpoint_every: float,
+             progress: bool, lr_end: float | None) -> dict:
+        from tqdm.auto import tqdm
+
+        budget = minutes * 60 if minutes is not None else math.inf
+
+        def lr_at(at: int) -> float:  # cosine from cfg.lr to lr_end over this run's budget
+            done = max((at - self.start) / steps if steps else 0.0,
+                       (time.perf_counter() - self.t_start) / budget if math.isfinite(budget) else 0.0)
+            return _cosine(self.cfg.lr, lr_end, done)
+
+        it = train_steps(self.unet, self.cfg, text_encoder.to(self.dev), self.opt, self.ema, start_step=self.start,
+                         workers=self.workers, lr_at=lr_at if lr_end is not None else None)
+        bar = tqdm(total=steps, desc=f"train {self.cfg.stage}", disable=not progress, unit="step")
+        last_ckpt = self.t_start
+        try:
+            for loss in it:
+                self.step += 1
+                self.losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(self.losses[-20:]):.4f}")
+                now = time.perf_counter()
+                if (steps is not None and self.step - self.start >= steps) or now - self.t_start >= budget:
+                    break
+                if now - last_ckpt >= checkpoint_every * 60:
+                    self.checkpoint()
+                    last_ckpt = now
+        finally:
+            it.close()
+            bar.close()
+            if self.step > self.start:
+                self.checkpoint()
+        return self.state()

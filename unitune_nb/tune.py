@@ -1,15 +1,12 @@
 """UniTune: fine-tune the cascade on one image under a rare token, then edit by sampling.
 
 Step 1 (UniTune Sec. 3.1): fine-tune the base stage and the first super-resolution stage on the
-pair (source image, rare token), the pair duplicated into a batch, the text encoder frozen, with
-Adafactor (the real models) or AdamW (the embedded model: the same edits, a tenth of the optimiser time
-and the whole tune about a third faster on a CPU; docs/benchmarks.md).  The SR stage sees its low-res
-input noise-augmented as in its training.  The last stage is left untuned.
+pair (source image, rare token), the pair duplicated into a batch, the text encoder frozen.  The SR
+stage sees its low-res input noise-augmented as in its training.  The last stage is left untuned.
+How many iterations, which optimiser and learning rate: :class:`~unitune_nb.settings.TuneSettings`, per
+model family in :data:`~unitune_nb.settings.MODEL_DEFAULTS`.
 
-Step 2 (Sec. 3.2): sample "rare token + edit prompt" from the tuned model, with classifier-free
-guidance or *prompt guidance* (a baseline prompt instead of the empty one), optionally starting
-the base stage late from the noised source (SDEdit, ``t0 < 1``), then *interpolate*: blend the
-source back in where the edit did not change things.
+Step 2 (Sec. 3.2): sample "rare token + edit prompt" from the tuned model (:mod:`unitune_nb.edit`).
 
 The tuned weights live in memory; the pristine ones are kept aside, so ``reset()`` is a copy and
 a new image can be tuned at once.
@@ -22,28 +19,23 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from . import edit as editing
 from .cascade import FORMAT, Cascade, check_stage
-from .images import read_image, square_image, strip, to_pil, to_tensor
-from .interpolation import blend, estimate_mask, mask_to_tensor
-from .sample import Step
+from .edit import EditResult, ReferenceCache
+from .images import read_image, square_image, to_tensor
+from .settings import (EDIT_DEFAULTS, MASK_FROM, OPTIMIZERS, RARE_TOKEN, TRAINABLE, EditSettings, ModelDefaults,
+                       TuneSettings, defaults_for)
 
-RARE_TOKEN = "beikkpic"
-# Edit settings used when edit() is not told otherwise; chosen on the edit benchmark's Pareto front
-# (docs/benchmarks.md, `unitune-nb bench-edit --sweep`).  guidance_scale None would mean the weights'
-# default for generation (2), which is too weak to pull a tuned model away from its source.
-EDIT_DEFAULTS = {"guidance_scale": 3.0, "t0": 0.95, "interpolation": 1.0, "mask_from": "reconstruction"}
-MASK_FROM = ("reconstruction", "source")
-TRAINABLE = ("most", "all", "attention")
-OPTIMIZERS = ("adafactor", "adamw")
+__all__ = ["EDIT_DEFAULTS", "MASK_FROM", "OPTIMIZERS", "RARE_TOKEN", "TRAINABLE", "EditResult", "TuneReport", "TuneStep",
+           "UniTune", "make_optimizer"]
 
 
 @dataclass
@@ -78,27 +70,6 @@ class TuneReport:
         return f"tuned {self.rare_token!r} ({' + '.join(self.tokens)}): " + "; ".join(parts)
 
 
-@dataclass
-class EditResult:
-    """One edit: the final image, every stage's image, the raw sample before interpolation, the mask."""
-
-    prompt: str
-    image: Image.Image
-    images: dict[str, Image.Image]
-    raw: Image.Image
-    source: Image.Image
-    mask: np.ndarray
-    settings: dict
-    seconds: dict[str, float]
-    intermediates: dict[str, list[Step]] = field(default_factory=dict)
-    reference: Image.Image | None = None  # the first stage's sample of the rare token alone (mask_from="reconstruction")
-
-    def strip(self, size: int = 128) -> Image.Image:
-        """Source, raw sample, mask and final image side by side."""
-        m = Image.fromarray((self.mask * 255).round().astype(np.uint8)).convert("RGB")
-        return strip([self.source, self.raw, m, self.image], size)
-
-
 def _select(name: str, trainable: str | Callable[[str], bool]) -> bool:
     if callable(trainable):
         return bool(trainable(name))
@@ -110,10 +81,10 @@ def _select(name: str, trainable: str | Callable[[str], bool]) -> bool:
 
 
 def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The tuning optimiser: ``"adafactor"`` (transformers' Adafactor, the paper's choice: Sec. 3, small
+    """The tuning optimiser: ``"adafactor"`` (transformers' Adafactor, the paper's choice, Sec. 3.1: small
     optimiser state for a large model) or ``"adamw"`` (torch's AdamW, its fused kernel where the torch
-    build has one: one kernel for all parameters, where Adafactor runs a dozen small operations per
-    tensor).  No weight decay: the tuning should move the weights towards the source, nothing else."""
+    build has one: one kernel for all parameters, faster on a small model).  No weight decay: the tuning
+    should move the weights towards the source, nothing else."""
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -138,26 +109,44 @@ class UniTune:
         self.cascade = cascade or Cascade.from_pretrained()
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
         self.source: Image.Image | None = None
-        self._source_shape: tuple[int, int] | None = None
+        self.source_shape: tuple[int, int] | None = None  # the source's size before squaring (a user mask may have it)
         self.rare_token: str | None = None
         self.tuned: tuple[str, ...] = ()
         self.source_notes: list[str] = []
-        self._changes = 0  # counts changes of the weights or source (keys the reference cache)
-        self._reference: tuple[tuple, torch.Tensor] | None = None
+        self.version = 0  # counts changes of the weights or source (keys the reference cache)
+        self.references = ReferenceCache()
+
+    # ------------------------------------------------------------------ defaults
+    @property
+    def defaults(self) -> ModelDefaults:
+        """This model family's defaults (:data:`unitune_nb.settings.MODEL_DEFAULTS`)."""
+        return defaults_for(self.cascade)
+
+    @property
+    def edit_defaults(self) -> dict:
+        """The edit knobs :meth:`edit` uses when left at ``None`` (guidance ``None``: the model's own)."""
+        e = self.defaults.edit
+        return {k: getattr(e, k) for k in ("guidance_scale", "t0", "interpolation", "mask_from")}
+
+    @property
+    def default_iters(self) -> int:
+        """Tuning iterations per stage when none are given."""
+        return self.defaults.tune.iters
 
     # ------------------------------------------------------------------ source and rare token
     def set_source(self, image) -> list[str]:
         """Use ``image`` (path, PIL, array or tensor) as the source; returns the conversion notes."""
         im, notes = read_image(image)
-        self._changes += 1
-        self._source_shape = (im.height, im.width)  # a user mask may come at this size
+        self.version += 1
+        self.source_shape = (im.height, im.width)
         self.source, more = square_image(im, self.cascade.sizes[self.cascade.stages[-1]])
-        notes = notes + more
-        self.source_notes = notes
-        return notes
+        self.source_notes = notes + more
+        return self.source_notes
 
-    def _source_at(self, size: int) -> torch.Tensor:
-        assert self.source is not None
+    def source_at(self, size: int) -> torch.Tensor:
+        """The source as a ``[1, 3, size, size]`` tensor in [-1, 1] (box-filtered down from the source)."""
+        if self.source is None:
+            raise ValueError("no source image: call tune(image) (or set_source(image)) first")
         im = self.source if self.source.width == size else self.source.resize((size, size), Image.BOX)
         return to_tensor(im)
 
@@ -192,39 +181,17 @@ class UniTune:
 
     @torch.no_grad()
     def _restore(self, stage: str) -> None:
-        self._changes += 1
+        self.version += 1
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
                 p.copy_(self._pristine[stage][n])
         self.cascade.release_tuning(stage)
 
-    @property
-    def edit_defaults(self) -> dict:
-        """The options :meth:`edit` takes when left at ``None``: :data:`EDIT_DEFAULTS` for the embedded model,
-        a real model's own ``edit_defaults`` (its mask estimated against the source unless they say otherwise)."""
-        own = getattr(self.cascade, "edit_defaults", None)
-        return dict(EDIT_DEFAULTS) if own is None else {"mask_from": "source", **own}
+    def tune_settings(self, **overrides) -> TuneSettings:
+        """This model's :class:`TuneSettings` with the given (non-None) fields replaced, checked."""
+        return replace(self.defaults.tune, **{k: v for k, v in overrides.items() if v is not None}).check()
 
-    @property
-    def default_iters(self) -> int:
-        """Tuning iterations per stage when none are given: the cascade's ``tune_iters`` (else the paper's 128)."""
-        return int(getattr(self.cascade, "tune_iters", 128))
-
-    def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
-                   iters: int | None = None, batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
-                   trainable: str | Callable[[str], bool] = "most", seed: int = 0,
-                   max_noise_level: int = 350, sr_crops: bool = True) -> Iterator[TuneStep]:
-        """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
-
-        Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
-        non-finite loss puts the stage being tuned back to its pristine weights before the error
-        propagates, so the model stays usable.  Always starts from the pristine weights.
-        ``iters``: optimiser steps per stage, ``None`` for the cascade's ``tune_iters`` (the embedded model: 64,
-        chosen on the edit benchmark; real models: the paper's 128).
-        ``optimizer``: ``"adafactor"``, ``"adamw"`` or ``None`` for the cascade's ``tune_optimizer``
-        (:func:`make_optimizer`).  With ``sr_crops`` (default) SR stages tune on random half-size crops, as
-        they were trained: about 3x less time per SR step on a CPU (0.50 -> 0.16 s at batch 4, one thread).
-        """
+    def _tune_stages(self, stages: Sequence[str] | None) -> tuple[str, ...]:
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]  # base + first SR, as the paper
         for s in stages:
             check_stage(s)
@@ -232,72 +199,86 @@ class UniTune:
                 raise ValueError(f"stage {s!r} is not loaded; this cascade has {self.cascade.stages}")
         if not stages:
             raise ValueError("stages is empty; tune at least 'base'")
-        iters = self.default_iters if iters is None else iters
-        if iters < 1 or batch_size < 1:
-            raise ValueError(f"iters and batch_size must be >= 1, got iters={iters}, batch_size={batch_size}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        optimizer = optimizer or self.cascade.tune_optimizer
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if not callable(trainable) and trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE} or a function of the parameter name")
+        return stages
+
+    def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
+                   iters: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                   optimizer: str | None = None, trainable: str | Callable[[str], bool] | None = None, seed: int = 0,
+                   max_noise_level: int | None = None, sr_crops: bool | None = None) -> Iterator[TuneStep]:
+        """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
+
+        Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
+        non-finite loss puts the stage being tuned back to its pristine weights before the error
+        propagates, so the model stays usable.  Always starts from the pristine weights.  Options left at
+        ``None`` take the model's :class:`TuneSettings` (:meth:`tune_settings`).
+        """
+        stages = self._tune_stages(stages)
+        cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable,
+                                 max_noise_level=max_noise_level, sr_crops=sr_crops)
         self.start_tuning(image, rare_token)
         self.rare_token = rare_token
-        text = self.cascade.encode([rare_token] * batch_size)
+        text = self.cascade.encode([rare_token] * cfg.batch_size)
         gen = torch.Generator().manual_seed(seed)
         rng = random.Random(seed)
         for stage in stages:
-            self.cascade.prepare_tuning(stage)
-            unet = self.cascade.unets[stage]
-            self._snapshot(stage)
-            params = [p for n, p in unet.named_parameters() if _select(n, trainable)]
-            if not params:
-                raise ValueError(f"trainable={trainable!r} selects no parameter of stage {stage!r}")
-            opt = make_optimizer(optimizer, params, lr)
-            size = self.cascade.sizes[stage]
-            x0 = self._source_at(size).repeat(batch_size, 1, 1, 1)
-            order = self.cascade.stages
-            prev = order[order.index(stage) - 1] if order.index(stage) > 0 else None
-            low = self._source_at(self.cascade.sizes[prev]).repeat(batch_size, 1, 1, 1) if prev else None
-            crop = size // 2 if (low is not None and sr_crops) else None  # SR stages are fully convolutional
+            yield from self._tune_stage(stage, cfg, text, gen, rng)
+
+    def _stage_batch(self, stage: str, cfg: TuneSettings) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+        """The source at the stage's size (and the stage before's, for an SR stage) as a batch, and the crop."""
+        c = self.cascade
+        x0 = self.source_at(c.sizes[stage]).repeat(cfg.batch_size, 1, 1, 1)
+        i = c.stages.index(stage)
+        low = self.source_at(c.sizes[c.stages[i - 1]]).repeat(cfg.batch_size, 1, 1, 1) if i > 0 else None
+        crop = c.sizes[stage] // 2 if (low is not None and cfg.sr_crops) else None  # SR stages are fully convolutional
+        return x0, low, crop
+
+    def _tune_stage(self, stage: str, cfg: TuneSettings, text, gen: torch.Generator,
+                    rng: random.Random) -> Iterator[TuneStep]:
+        """One stage's tuning loop: ``loss = E||f(x_t, t, rare token) - target||^2``, one optimiser step each."""
+        self.cascade.prepare_tuning(stage)
+        self._snapshot(stage)
+        params = [p for n, p in self.cascade.unets[stage].named_parameters() if _select(n, cfg.trainable)]
+        if not params:
+            raise ValueError(f"trainable={cfg.trainable!r} selects no parameter of stage {stage!r}")
+        opt = make_optimizer(cfg.optimizer, params, cfg.lr)
+        x0, low, crop = self._stage_batch(stage, cfg)
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            for i in range(cfg.iters):
+                loss = self.cascade.loss(stage, x0, low, text, gen, rng, crop, cfg.max_noise_level)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
+                                             f"reset to its pristine weights. Lower lr (now {cfg.lr}).")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.version += 1
+                self.tuned = tuple(dict.fromkeys(self.tuned + (stage,)))
+                yield TuneStep(stage, i, loss.item())
+        except (KeyboardInterrupt, FloatingPointError):
+            self._restore(stage)
+            self.tuned = tuple(s for s in self.tuned if s != stage)
+            raise
+        finally:
             for p in params:
-                p.requires_grad_(True)
-            try:
-                for i in range(iters):
-                    loss = self.cascade.loss(stage, x0, low, text, gen, rng, crop, max_noise_level)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
-                                                 f"reset to its pristine weights. Lower lr (now {lr}).")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    self._changes += 1
-                    self.tuned = tuple(dict.fromkeys(self.tuned + (stage,)))
-                    yield TuneStep(stage, i, loss.item())
-            except (KeyboardInterrupt, FloatingPointError):
-                self._restore(stage)
-                self.tuned = tuple(s for s in self.tuned if s != stage)
-                raise
-            finally:
-                for p in params:
-                    p.requires_grad_(False)
-                    p.grad = None
+                p.requires_grad_(False)
+                p.grad = None
 
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
-             batch_size: int = 4, lr: float = 1e-4, optimizer: str | None = None,
-             trainable: str | Callable[[str], bool] = "most", seed: int = 0, progress: bool = True) -> TuneReport:
-        """Fine-tune on (``image``, ``rare_token``) with the paper's settings (Sec. 3: batch 4, lr 1e-4) and the
-        cascade's iteration count and optimiser (:meth:`tune_steps`); returns a :class:`TuneReport`."""
+             batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
+             trainable: str | Callable[[str], bool] | None = None, seed: int = 0, progress: bool = True) -> TuneReport:
+        """Fine-tune on (``image``, ``rare_token``) (:meth:`tune_steps`) with a progress bar; returns a
+        :class:`TuneReport`.  Options left at ``None`` take the model's :class:`TuneSettings`."""
         from tqdm.auto import tqdm
 
-        stages = tuple(stages) if stages is not None else self.cascade.stages[:2]
-        optimizer = optimizer or self.cascade.tune_optimizer
-        iters = self.default_iters if iters is None else iters
-        steps = self.tune_steps(image, rare_token, stages, iters, batch_size, lr, optimizer, trainable, seed)
-        report = TuneReport(rare_token, self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str)
-                            else [], stages, iters, batch_size, lr, optimizer, {})
-        bar = tqdm(total=iters * len(stages), desc="tune", disable=not progress)
+        stages = self._tune_stages(stages)
+        cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable)
+        steps = self.tune_steps(image, rare_token, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer,
+                                cfg.trainable, seed)
+        tokens = self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str) else []
+        report = TuneReport(rare_token, tokens, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer, {})
+        bar = tqdm(total=cfg.iters * len(stages), desc="tune", disable=not progress)
         last = time.perf_counter()
         try:
             for st in steps:
@@ -311,7 +292,7 @@ class UniTune:
             bar.close()
         report.notes = list(self.source_notes)
         report.trainable_params = {s: sum(p.numel() for n, p in self.cascade.unets[s].named_parameters()
-                                          if _select(n, trainable)) for s in stages}
+                                          if _select(n, cfg.trainable)) for s in stages}
         return report
 
     def reset(self) -> None:
@@ -328,23 +309,22 @@ class UniTune:
         tensors = {}
         for s in self.tuned:
             for n, p in self.cascade.unets[s].named_parameters():
-                if not torch.equal(p, self._pristine[s][n]):
+                if not torch.equal(p.detach().cpu(), self._pristine[s][n]):
                     tensors[f"{s}/{n}"] = p.detach().contiguous()
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
         meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
-                "source_shape": json.dumps(self._source_shape)}
+                "source_shape": json.dumps(self.source_shape)}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=meta)
         return path.stat().st_size
 
-    def load_tuned(self, path: str | os.PathLike) -> None:
-        """Load a file from :meth:`save_tuned` onto the pristine weights of this cascade."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tuned file {path} does not exist")
+    def _read_tuned(self, path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+        """A tuned file's metadata and tensors, checked against this cascade; and the parameters they replace."""
         from safetensors import safe_open
 
+        if not path.is_file():
+            raise FileNotFoundError(f"tuned file {path} does not exist")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if meta.get("format") != FORMAT + "-tuned":
@@ -358,6 +338,12 @@ class UniTune:
             s, n = key.split("/", 1)
             if s not in params or n not in params[s] or params[s][n].shape != v.shape:
                 raise ValueError(f"{path} was tuned on a different cascade ({key} does not fit this one)")
+        return meta, tensors, params
+
+    def load_tuned(self, path: str | os.PathLike) -> None:
+        """Load a file from :meth:`save_tuned` onto the pristine weights of this cascade."""
+        path = Path(path)
+        meta, tensors, params = self._read_tuned(path)
         self.reset()
         with torch.no_grad():
             for key, v in tensors.items():
@@ -368,107 +354,27 @@ class UniTune:
                     params[s][n].copy_(v)
         self.source = Image.fromarray(tensors["source"].numpy())
         shape = json.loads(meta.get("source_shape", "null"))
-        self._source_shape = tuple(shape) if shape else (self.source.height, self.source.width)
+        self.source_shape = tuple(shape) if shape else (self.source.height, self.source.width)
         self.rare_token = meta.get("rare_token") or None
-        self.tuned = stages
-        self._changes += 1
+        self.tuned = tuple(json.loads(meta["stages"]))
+        self.version += 1
 
     # ------------------------------------------------------------------ editing
     def edit(self, prompt: str, guidance_scale: float | None = None, baseline_prompt: str | None = None,
              t0: float | None = None, interpolation: float | None = None, mask=None, seed: int = 0,
              steps: int | dict[str, int] | None = None, stages: Sequence[str] | None = None,
              return_intermediates: bool = False, mask_from: str | None = None) -> EditResult:
-        """Sample an edit of the source from the (tuned) cascade.
+        """Sample an edit of the source from the (tuned) cascade (:mod:`unitune_nb.edit`, steps 1-5).
 
-        ``prompt``: "[rare token] edit prompt".  ``guidance_scale``: base-stage guidance (default
-        from the weights).  ``baseline_prompt``: prompt guidance — the guidance baseline is this
-        prompt instead of the empty one.  ``t0`` in (0, 1]: late start of the base stage from the
-        source noised to ``t0`` (1 = from pure noise).  ``interpolation`` in [0, 1]: strength of
-        blending the source back in outside the estimated edit mask.  ``mask_from`` says what the
-        edit is compared with to estimate that mask: ``"reconstruction"`` (default) — the first stage's
-        sample of the rare token alone, same seed, same late start, so the model's own reconstruction
-        error cancels out and only what the edit words changed counts (one more first-stage sample,
-        reused while the weights, source and settings stay the same); ``"source"`` — the source image.
-        ``mask``: a user mask (white / 1 = may change) that confines the edit instead.  Same seed, same
-        image.  Options left at ``None`` take :attr:`edit_defaults` (the embedded model's chosen on the edit
-        benchmark).
+        ``prompt``: "[rare token] edit prompt".  ``guidance_scale``: first-stage guidance.
+        ``baseline_prompt``: prompt guidance, the guidance baseline is this prompt instead of the empty one.
+        ``t0`` in (0, 1]: late start of the first stage from the source noised to ``t0`` (1 = from pure
+        noise).  ``interpolation`` in [0, 1]: strength of blending the source back in outside the edit mask,
+        estimated against ``mask_from``: ``"reconstruction"`` (the first stage's sample of the rare token
+        alone, same seed and late start, so the model's own reconstruction error cancels out) or
+        ``"source"``.  ``mask``: a user mask (white / 1 = may change) that confines the edit instead.  Same
+        seed, same image.  Options left at ``None`` take :attr:`edit_defaults`
+        (:class:`~unitune_nb.settings.EditSettings` checks them all).
         """
-        c = self.cascade
-        if self.source is None:
-            raise ValueError("no source image: call tune(image) (or set_source(image)) first")
-        d = self.edit_defaults
-        guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
-        t0 = d["t0"] if t0 is None else t0
-        interpolation = d["interpolation"] if interpolation is None else interpolation
-        mask_from = d["mask_from"] if mask_from is None else mask_from
-        if mask_from not in MASK_FROM:
-            raise ValueError(f"mask_from must be one of {MASK_FROM}, got {mask_from!r}")
-        c.check_prompt(prompt)
-        if baseline_prompt is not None:
-            if not isinstance(baseline_prompt, str):
-                raise TypeError("baseline_prompt must be a string ('' is the empty prompt of plain CFG)")
-        if guidance_scale is not None and not guidance_scale >= 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
-        if not 0.0 < t0 <= 1.0:
-            raise ValueError(f"t0 must be in (0, 1] (1 = start from pure noise), got {t0}")
-        if not 0.0 <= interpolation <= 1.0:
-            raise ValueError(f"interpolation must be in [0, 1] (0 = off), got {interpolation}")
-        if self.rare_token and self.rare_token not in prompt:
-            warnings.warn(f"the prompt does not contain the rare token {self.rare_token!r}, so the edit is not tied "
-                          f"to the source image; write e.g. '{self.rare_token} {prompt}'", stacklevel=2)
-        if not self.tuned:
-            warnings.warn("the model is not tuned on the source image: this is plain text-to-image (or SDEdit "
-                          "with t0 < 1); call tune(image) first", stacklevel=2)
-        stages = c.check_stages(stages)
-        size = self.cascade.sizes[stages[-1]]
-        m_user = None
-        if mask is not None:
-            m_user = mask_to_tensor(mask, size, allowed=(self._source_shape or (size, size), (size, size)))
-        baseline = c.encode(baseline_prompt if baseline_prompt is not None else "")
-        x_init = self._source_at(self.cascade.sizes[stages[0]]) if t0 < 1.0 else None
-        run = c.run(c.encode(prompt), baseline, torch.Generator().manual_seed(seed), stages, guidance_scale, steps,
-                    return_intermediates, x_init=x_init, t0=t0)
-        imgs, secs, used, inter = run.images, run.seconds, run.settings, run.intermediates
-        raw = imgs[stages[-1]]
-        src = self._source_at(size)
-        ref = None
-        t = time.perf_counter()
-        if m_user is not None:
-            m = m_user
-            final = blend(raw, src, m, 1.0)
-        elif interpolation > 0 and mask_from == "reconstruction":
-            ref_prompt = self.rare_token if self.rare_token and self.rare_token in prompt else ""
-            ref = self._reconstruction(ref_prompt, baseline, seed, stages[0], guidance_scale, steps, x_init, t0)
-            secs["reference"] = time.perf_counter() - t  # ~0 when the last reference still holds
-            t = time.perf_counter()
-            m = estimate_mask(imgs[stages[0]], ref)
-            if m.shape[-1] != size:
-                m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-            final = blend(raw, src, m, interpolation)
-        else:  # compared with the source (also the mask shown when interpolation is off)
-            m = estimate_mask(raw, src)
-            final = blend(raw, src, m, interpolation) if interpolation > 0 else raw
-        secs["interpolation"] = time.perf_counter() - t
-        settings = {"prompt": prompt, "guidance_scale": used["base"]["guidance_scale"], "baseline_prompt": baseline_prompt,
-                    "t0": t0, "interpolation": interpolation, "user_mask": mask is not None, "seed": seed,
-                    "mask_from": "user" if mask is not None else mask_from,
-                    "stages": used, "tuned": self.tuned, "rare_token": self.rare_token}
-        return EditResult(prompt, to_pil(final)[0], {s: to_pil(v)[0] for s, v in imgs.items()}, to_pil(raw)[0],
-                          to_pil(src)[0], m[0, 0].numpy(), settings, secs, inter,
-                          to_pil(ref)[0] if ref is not None else None)
-
-    def _reconstruction(self, prompt: str, baseline, seed: int, stage: str, guidance_scale: float | None,
-                        steps, x_init: torch.Tensor | None, t0: float) -> torch.Tensor:
-        """The first stage's sample of ``prompt`` (the rare token) with an edit's seed and settings: what the
-        tuned model draws for the source alone.  The last one is kept while nothing it depends on changed."""
-        text = self.cascade.encode(prompt)
-        def fp(e) -> bytes:  # a changed word embedding (Textual Inversion) changes the encoding
-            return e.pooled.detach().float().cpu().numpy().tobytes()
-
-        key = (self._changes, prompt, fp(text), fp(baseline), seed, stage, guidance_scale,
-               json.dumps(steps, sort_keys=True), t0)
-        if self._reference is None or self._reference[0] != key:
-            r = self.cascade.run(text, baseline, torch.Generator().manual_seed(seed), (stage,), guidance_scale,
-                                 steps, x_init=x_init, t0=t0)
-            self._reference = (key, r.images[stage])
-        return self._reference[1]
+        settings = EditSettings(guidance_scale, baseline_prompt, t0, interpolation, mask, mask_from, seed, steps)
+        return editing.edit(self, prompt, settings, stages, return_intermediates)

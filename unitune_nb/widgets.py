@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from . import world
-from .bench import PREVIEW_STEPS
-from .tune import MASK_FROM, RARE_TOKEN, UniTune
+from .settings import MASK_FROM, RARE_TOKEN
+from .tune import UniTune
 
 THUMB = 64  # px of a history thumbnail
 VIEW = 192  # px of the source / result / mask views
@@ -124,6 +124,22 @@ class Editor:
         self._tuned_key: tuple | None = None
         self._source_id = 0
         self._holding = False
+        self._controls(scene_seed, tune_iters)
+        self._views()
+        self._connect()
+        if source is not None:
+            self._guard(lambda: self.set_source(source))
+        elif self.ut.source is not None:
+            self._show_source()
+            if self.ut.tuned:
+                self._tuned_key = (self._source_id, self.ut.rare_token)
+                self.rare_token.value = self.ut.rare_token or self.rare_token.value
+        else:
+            self._guard(self.render_scene)
+        self.widget = self._layout()
+
+    def _controls(self, scene_seed: int, tune_iters: int | None) -> None:
+        """The source, tuning and editing controls, starting at the model's defaults."""
         style = {"description_width": "initial"}
         d = self.ut.edit_defaults  # a real model's own defaults
         g0 = d["guidance_scale"] or self.ut.cascade.defaults["base"]["guidance_scale"]
@@ -133,7 +149,8 @@ class Editor:
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         # tuning
         self.rare_token = W.Text(value=self.ut.rare_token or RARE_TOKEN, description="rare token", style=style)
-        self.tune_iters = W.IntText(value=self.ut.default_iters if tune_iters is None else tune_iters, description="iterations", style=style, layout=W.Layout(width="160px"))
+        self.tune_iters = W.IntText(value=self.ut.default_iters if tune_iters is None else tune_iters,
+                                    description="iterations", style=style, layout=W.Layout(width="160px"))
         self.tune_button = W.Button(description="Tune", button_style="primary", icon="cogs")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="tuning", style=style)
         # editing
@@ -152,7 +169,8 @@ class Editor:
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="140px"))
         self.full_button = W.Button(description="Full resolution", icon="expand")
         self.save_button = W.Button(description="Save", icon="save")
-        # views
+
+    def _views(self) -> None:
         blank = png_bytes(Image.new("RGB", (8, 8), (235, 235, 235)))
         self.source_view = W.Image(value=blank, format="png", width=VIEW, height=VIEW)
         self.result = W.Image(value=blank, format="png", width=VIEW, height=VIEW)
@@ -160,6 +178,7 @@ class Editor:
         self.status = W.HTML(value="")
         self.history_box = W.HBox([], layout=W.Layout(overflow_x="auto"))
 
+    def _connect(self) -> None:
         self.new_scene.on_click(lambda _: self._guard(self.render_scene))
         self.upload.observe(lambda ch: self._guard(self._on_upload), names="value")
         self.tune_button.on_click(lambda _: self._guard(self.tune))
@@ -168,21 +187,12 @@ class Editor:
         for w in (self.guidance, self.t0, self.interp, self.mask_from, self.seed, self.prompt, self.baseline):
             w.observe(lambda ch: self.request_preview(), names="value")
 
-        if source is not None:
-            self._guard(lambda: self.set_source(source))
-        elif self.ut.source is not None:
-            self._show_source()
-            if self.ut.tuned:
-                self._tuned_key = (self._source_id, self.ut.rare_token)
-                self.rare_token.value = self.ut.rare_token or self.rare_token.value
-        else:
-            self._guard(self.render_scene)
-
+    def _layout(self) -> W.VBox:
         col = W.Layout(align_items="center")
         views = W.HBox([W.VBox([W.Label("source"), self.source_view], layout=col),
                         W.VBox([W.Label("edit"), self.result], layout=col),
                         W.VBox([W.Label("estimated edit mask"), self.mask_view], layout=col)])
-        self.widget = W.VBox([
+        return W.VBox([
             W.HTML("<b>UniTune live editor</b>: tune once, then move the sliders (base-stage preview); "
                    "<i>Full resolution</i> runs the whole cascade."),
             W.HBox([self.scene_seed, self.new_scene, self.upload]),
@@ -280,7 +290,7 @@ class Editor:
         stages = self.ut.cascade.stages if full else ("base",)
         res = self.ut.edit(s["prompt"], guidance_scale=s["guidance_scale"], baseline_prompt=s["baseline_prompt"],
                            t0=s["t0"], interpolation=s["interpolation"], mask_from=s["mask_from"], seed=s["seed"], stages=stages,
-                           steps=None if full else PREVIEW_STEPS)
+                           steps=None if full else self.ut.defaults.preview_steps)
         if generation is not None and not self.debouncer.current(generation):
             return None  # a newer request came in while this one ran: drop the stale preview
         self.last = res

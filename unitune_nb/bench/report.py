@@ -1,0 +1,205 @@
+"""Reporting the edit benchmark: per-method summaries with spreads over seeds, the settings sweep's Pareto
+front and the default chosen on it, the tuning-iteration table, figures and JSON files."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _over_seeds(rs: Sequence[dict], keys: Sequence[str] = ("success", "psnr", "ssim", "identity")) -> dict:
+    """Each metric as (mean, std) over seeds of its per-seed mean over cases."""
+    seeds = sorted({r["seed"] for r in rs})
+    out = {}
+    for k in keys:
+        v = np.array([np.nanmean([r[k] for r in rs if r["seed"] == s]) for s in seeds])
+        out[k] = (float(v.mean()), float(v.std()))
+    return out
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """Per method: mean and spread (std over seeds) of success, PSNR, SSIM, identity, seconds."""
+    out = {}
+    rows = [r for r in records if r["method"] not in ("sweep", "iters")]
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        stats = _over_seeds(rs)
+        stats["edit_s"] = float(np.mean([r["edit_s"] for r in rs]))
+        stats["prep_s"] = float(np.mean([r["prep_s"] for r in rs if r["seed"] == 0]))
+        stats["cases"] = len({r["case"] for r in rs})
+        stats["seeds"] = len({r["seed"] for r in rs})
+        stats["by_kind"] = {k: float(np.mean([r["success"] for r in rs if r["kind"] == k]))
+                            for k in dict.fromkeys(r["kind"] for r in rs)}
+        out[name] = stats
+    return out
+
+
+def summarize_iters(records: Sequence[dict]) -> list[dict]:
+    """Per tuning-iteration count: UniTune's default-settings success and PSNR (mean, std over seeds), tune seconds."""
+    out = []
+    rs = [r for r in records if r["method"] == "iters"]
+    for k in sorted({r["iters"] for r in rs}):
+        rk = [r for r in rs if r["iters"] == k]
+        out.append({"iters": k, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk])), **_over_seeds(rk)})
+    return out
+
+
+def summarize_sweep(records: Sequence[dict]) -> list[dict]:
+    """Mean success and preservation of each swept setting, with ``front`` marking the Pareto front."""
+    rows = [r for r in records if r["method"] == "sweep"]
+    pts = []
+    for key in dict.fromkeys((r["guidance_scale"], r["t0"], r["interpolation"]) for r in rows):
+        rs = [r for r in rows if (r["guidance_scale"], r["t0"], r["interpolation"]) == key]
+        (success, success_std), (psnr, psnr_std) = _over_seeds(rs, ("success", "psnr")).values()
+        pts.append({"guidance_scale": key[0], "t0": key[1], "interpolation": key[2], "n": len(rs),
+                    "seeds": len({r["seed"] for r in rs}), "success": success, "psnr": psnr,
+                    "success_std": success_std, "psnr_std": psnr_std})
+    for p in pts:
+        p["front"] = not any(q["success"] >= p["success"] and q["psnr"] >= p["psnr"] and
+                             (q["success"] > p["success"] or q["psnr"] > p["psnr"]) for q in pts)
+    return pts
+
+
+def choose_default(points: Sequence[dict], min_psnr: float = 25.0) -> dict:
+    """The front point with the highest success among those preserving >= ``min_psnr`` dB (else the
+    front point with the best success + PSNR/25 balance)."""
+    front = [p for p in points if p["front"]]
+    ok = [p for p in front if p["psnr"] >= min_psnr]
+    if ok:
+        return max(ok, key=lambda p: (p["success"], p["psnr"]))
+    return max(front, key=lambda p: p["success"] + p["psnr"] / 25.0)
+
+
+def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: dict | None = None):
+    """Success against preservation PSNR: the swept UniTune settings (front joined) and the benchmark rows."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
+    ax.scatter([p["psnr"] for p in points], [p["success"] for p in points], s=14, c="0.7", label="UniTune settings (sweep)")
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["psnr"])
+    ax.plot([p["psnr"] for p in front], [p["success"] for p in front], "-", c="0.4", lw=1, label="Pareto front")
+    if chosen:
+        ax.scatter([chosen["psnr"]], [chosen["success"]], s=120, facecolors="none", edgecolors="k",
+                   label=f"default: g={chosen['guidance_scale']:g}, t0={chosen['t0']:g}, interp={chosen['interpolation']:g}")
+    curves: dict[str, list] = {}  # rows run at several starts ("SDEdit (t0 0.6)", ...) drawn as one curve
+    for name, st in (summary or {}).items():
+        (s, ds), (p, dp) = st["success"], st["psnr"]
+        m = re.fullmatch(r"(.+) \(t0 ([\d.]+)\)", name)
+        if m:
+            curves.setdefault(m[1], []).append((float(m[2]), p, s))
+            continue
+        ax.errorbar([p], [s], xerr=[dp], yerr=[ds], fmt="o", ms=5, capsize=2, label=name)
+    for name, pts in curves.items():
+        pts.sort()
+        line, = ax.plot([q[1] for q in pts], [q[2] for q in pts], "^:", ms=5,
+                        label=f"{name} (t0 {pts[0][0]:g}-{pts[-1][0]:g})")
+        for t0, p, s in (pts[0], pts[-1]):
+            ax.annotate(f"t0 {t0:g}", (p, s), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("preservation: PSNR vs oracle target outside the change mask (dB)")
+    ax.set_ylabel("edit success (probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def iters_figure(rows: Sequence[dict]):
+    """Success and preservation of UniTune's defaults against tuning iterations (:func:`summarize_iters` rows)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=80)
+    k = [r["iters"] for r in rows]
+    ax.errorbar(k, [r["success"][0] for r in rows], yerr=[r["success"][1] for r in rows], fmt="o-", c="C0", capsize=2)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [str(v) for v in k])
+    ax.set_xlabel("tuning iterations (batch 4)")
+    ax.set_ylabel("edit success", color="C0")
+    ax2 = ax.twinx()
+    ax2.errorbar(k, [r["psnr"][0] for r in rows], yerr=[r["psnr"][1] for r in rows], fmt="s--", c="C1", capsize=2)
+    ax2.set_ylabel("PSNR outside mask (dB)", color="C1")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def format_edit(summary: dict) -> str:
+    lines = ["| method | success | PSNR outside mask (dB) | SSIM | identity PSNR (dB) | prep s | edit s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, st in summary.items():
+        f = lambda k, d=2: f"{st[k][0]:.{d}f} ± {st[k][1]:.{d}f}"  # noqa: E731
+        lines.append(f"| {name} | {f('success')} | {f('psnr', 1)} | {f('ssim')} | {f('identity', 1)} | "
+                     f"{st['prep_s']:.1f} | {st['edit_s']:.2f} |")
+    any_st = next(iter(summary.values()), None)
+    if any_st:
+        lines.append(f"\n{any_st['cases']} cases x {any_st['seeds']} seeds; ± is the std over seeds.")
+    return "\n".join(lines)
+
+
+def edit_report(records: Sequence[dict], meta: dict) -> tuple[dict, str]:
+    """Everything ``bench-edit`` reports from its records: the rows' summary, the settings sweep with its
+    Pareto front and chosen default, the tuning-iteration table (each when present), as a dict (``meta``
+    merged in) and as markdown text."""
+    out = {**meta, "summary": summarize(records)}
+    parts = [format_edit(out["summary"])] if out["summary"] else []
+    pts = summarize_sweep(records)
+    if pts:
+        chosen = choose_default(pts)
+        out.update(sweep=pts, chosen=chosen)
+        lines = ["| guidance | t0 | interpolation | success | PSNR | front |", "|---|---|---|---|---|---|"]
+        lines += [f"| {p['guidance_scale']:g} | {p['t0']:g} | {p['interpolation']:g} | {p['success']:.2f} ± "
+                  f"{p['success_std']:.2f} | {p['psnr']:.1f} ± {p['psnr_std']:.1f} | {'*' if p['front'] else ''} |"
+                  for p in pts]
+        lines.append(f"\ndefault chosen on the front: guidance {chosen['guidance_scale']:g}, t0 {chosen['t0']:g}, "
+                     f"interpolation {chosen['interpolation']:g} (success {chosen['success']:.2f}, "
+                     f"PSNR {chosen['psnr']:.1f})")
+        parts.append("\n".join(lines))
+    its = summarize_iters(records)
+    if its:
+        out["iters_sweep"] = its
+        lines = ["| tuning iterations | success | PSNR outside mask (dB) | SSIM | tune s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | {r['psnr'][0]:.1f} ± "
+                  f"{r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |" for r in its]
+        parts.append("\n".join(lines))
+    return out, "\n\n".join(parts)
+
+
+def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) -> Path:
+    """Write ``bench_edit.json`` (with every record), ``bench_edit_summary.json`` and the figures
+    (``pareto.png``, ``iters.png`` when there is a tuning-iteration sweep) into ``folder``."""
+    import matplotlib.pyplot as plt
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "bench_edit.json").write_text(json.dumps({**out, "records": list(records)}, indent=1))
+    (d / "bench_edit_summary.json").write_text(json.dumps(out, indent=1))
+    if out.get("sweep") or out.get("summary"):
+        fig = pareto_figure(out.get("sweep", []), out.get("summary"), out.get("chosen"))
+        fig.savefig(d / "pareto.png", bbox_inches="tight")
+        plt.close(fig)
+    if out.get("iters_sweep"):
+        fig = iters_figure(out["iters_sweep"])
+        fig.savefig(d / "iters.png", bbox_inches="tight")
+        plt.close(fig)
+    return d / "bench_edit.json"
+
+
+def merge_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
+    """The records of several ``bench-edit --out`` folders (e.g. a case list split over processes or
+    machines) as one run: case numbers are offset so they stay distinct; ``cases`` adds up."""
+    records: list[dict] = []
+    meta: dict = {}
+    for f in folders:
+        path = Path(f) / "bench_edit.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
+        run = json.loads(path.read_text())
+        offset = meta.get("cases", 0)
+        records += [dict(r, case=r["case"] + offset) for r in run["records"]]
+        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads") if k in run}
+        if meta and any(meta.get(k) != m.get(k) for k in ("seeds", "iters", "ti_iters", "full")):
+            raise ValueError(f"{f} was run with other settings than {folders[0]}; only like runs can be merged")
+        meta = {**m, "cases": offset + m.get("cases", 0)}
+    return records, meta
