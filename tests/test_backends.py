@@ -46,9 +46,9 @@ def test_if_loads_as_a_two_stage_cascade(if_cascade):
     assert c.stages == ("base", "sr1") and c.sizes == {"base": 16, "sr1": 32}
     assert c.unets["base"].config.out_channels == 6  # noise + learned variance
     assert c.unets["sr1"].config.class_embed_type == "timestep"  # else the noise level is silently ignored
-    # the real model's own scheduler (epsilon prediction) samples every stage, not the embedded model's per-stage one
-    assert all(c.stage_scheduler(s) is c.scheduler for s in c.stages)
-    assert c.scheduler.config.prediction_type == "epsilon"
+    # the real model's own schedule (epsilon prediction, learned variance) in every stage's adapter
+    assert all(c.stage_scheduler(s).config.prediction_type == "epsilon" for s in c.stages)
+    assert all(c.adapter(s).learned_variance for s in c.stages)
     a = c.generate("a red house", seed=1, **FAST)
     b = c.generate("a red house", seed=1, **FAST)
     assert a.images["base"].size == (16, 16) and a.image.size == (32, 32)
@@ -56,14 +56,14 @@ def test_if_loads_as_a_two_stage_cascade(if_cascade):
 
 
 def test_if_stage_ii_uses_its_noise_level(if_cascade):
-    from unitune_nb.sample import run, sample
+    from unitune_nb.diffusion import run, sample
     from unitune_nb.images import to_tensor
 
     c = if_cascade
     low = to_tensor(world.render(world.random_scene(1), 32).resize((16, 16)))
     text = c.encode("a red house")
-    outs = [run(sample(c.unets["sr1"], c.scheduler, text, steps=2, size=32, generator=torch.Generator().manual_seed(0),
-                       low_res=low, noise_level=lvl, residual=False)).x for lvl in (0, 900)]
+    outs = [run(sample(c.unets["sr1"], c.adapter("sr1"), text, steps=2, size=32, generator=torch.Generator().manual_seed(0),
+                       low_res=low, noise_level=lvl)).x for lvl in (0, 900)]
     assert not torch.allclose(outs[0], outs[1])
 
 
@@ -117,7 +117,7 @@ def test_if_tune_both_stages_and_every_edit_option(if_cascade, source):
 def test_sd_edits_in_latent_space(sd_cascade, source):
     c = sd_cascade
     assert c.stages == ("base",) and c.sizes == {"base": 32} and c.sample_sizes == {"base": 16}
-    assert c.stage_scheduler("base") is c.scheduler  # SD's own prediction type, whatever it is
+    assert c.prediction_type("base") == c.schedule["prediction_type"]  # SD's own prediction type, whatever it is
     ut = UniTune(c)
     ut.tune(source, iters=2, progress=False)  # default stages: just the one SD has
     assert ut.tuned == ("base",)
@@ -192,7 +192,9 @@ def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
 
     ut = UniTune(sd_cascade)
     e = Editor(ut, debounce=0, save_dir=tmp_path)
-    d = sd_cascade.edit_defaults
+    from unitune_nb.settings import defaults_for
+
+    d = defaults_for(sd_cascade).edit.as_dict()
     assert e.t0.value == pytest.approx(d["t0"]) and e.interp.value == pytest.approx(d["interpolation"])
     assert e.mask_from.value == ut.edit_defaults["mask_from"] == "source"  # what ut.edit uses when not told
     assert e.tune_iters.value == ut.default_iters == 128  # the paper's count for real models

@@ -118,7 +118,7 @@ def test_textual_inversion_learns_only_the_token(cascade, text_encoder):
         assert not ut.tuned
     finally:
         forget_inversion(ut)
-    assert torch.allclose(text_encoder("beikkpic at night").pooled, plain)
+    assert torch.allclose(text_encoder("beikkpic at night").pooled, plain, atol=1e-5)  # float noise only
 
 
 def test_bench_edit_quick_cli(tmp_path, capsys):

@@ -115,7 +115,7 @@ def test_each_stage_samples_with_its_own_prediction_type(cascade, tmp_path):
     with the cascade's (v); sampling follows the stage's setting."""
     import copy
 
-    assert cascade.stage_scheduler("base") is cascade.scheduler
+    assert cascade.stage_scheduler("base").config.prediction_type == cascade.defaults["base"]["prediction_type"]
     assert cascade.stage_scheduler("sr1").config.prediction_type == cascade.defaults["sr1"]["prediction_type"]
     c = copy.copy(cascade)
     c.defaults = {s: dict(d) for s, d in cascade.defaults.items()}

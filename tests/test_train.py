@@ -66,9 +66,9 @@ def test_init_from_shipped_weights(tmp_path, text_encoder):
 
 
 def test_snr_gamma_zero_weighs_every_timestep_alike(text_encoder):
-    """``snr_gamma=0`` (the CLI's ``--snr-gamma 0``) is the plain loss, like ``None``; min-SNR weighting changes it."""
-    from unitune_nb.cascade import make_unet
-    from unitune_nb.train import diffusion_loss
+    """``snr_gamma=0`` (the CLI's ``--snr-gamma 0``) is the plain loss; min-SNR weighting changes it."""
+    from unitune_nb.cascade import make_unet, stage_adapter
+    from unitune_nb.diffusion import diffusion_loss
 
     unet = make_unet("sr1")
     cfg = TrainConfig(stage="sr1", batch_size=4)
@@ -77,10 +77,12 @@ def test_snr_gamma_zero_weighs_every_timestep_alike(text_encoder):
 
     def loss(gamma):
         with torch.no_grad():
-            return diffusion_loss(unet, x0, text, low, torch.Generator().manual_seed(1), snr_gamma=gamma,
-                                  crop=cfg.crop, rng=random.Random(2)).item()
+            adapter = stage_adapter("sr1", {"prediction_type": "v_prediction"}, snr_gamma=gamma)
+            return diffusion_loss(unet, adapter, x0, text, low, torch.Generator().manual_seed(1), crop=cfg.crop,
+                                  rng=random.Random(2)).item()
 
-    assert loss(0) == pytest.approx(loss(None))
+    assert stage_adapter("sr1", {"prediction_type": "v_prediction"}, snr_gamma=0).loss_weight(torch.arange(5)) is None
+    assert loss(None) == pytest.approx(loss(5.0))  # None: the default for v-prediction
     assert loss(5.0) != pytest.approx(loss(0), rel=1e-3)
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from unitune_nb import world
 from unitune_nb.images import load_image, to_tensor
-from unitune_nb.train import diffusion_loss
+from unitune_nb.diffusion import diffusion_loss
 from unitune_nb.tune import UniTune
 
 FAST = dict(steps=3)
@@ -42,11 +42,12 @@ def test_tune_lowers_loss_on_the_image_and_reset_is_exact(ut, cascade, source):
 
     def loss():
         with torch.no_grad():
-            return float(diffusion_loss(cascade.unets["base"], x0, text, generator=torch.Generator().manual_seed(0)))
+            return float(diffusion_loss(cascade.unets["base"], cascade.adapter("base"), x0, text,
+                                        generator=torch.Generator().manual_seed(0)))
 
     before = loss()
     report = ut.tune(source, stages=("base",), iters=24, progress=False)  # the default lr, 1e-4
-    assert report.optimizer == cascade.tune_optimizer == "adamw"  # the embedded model's default
+    assert report.optimizer == ut.defaults.tune.optimizer == "adamw"  # the embedded model's default
     assert report.tokens == ["bei", "##kk", "##pic"] and len(report.losses["base"]) == 24
     assert report.trainable_params["base"] > 0.9 * sum(p.numel() for p in cascade.unets["base"].parameters())
     after = loss()
@@ -58,8 +59,14 @@ def test_tune_lowers_loss_on_the_image_and_reset_is_exact(ut, cascade, source):
 
 
 def test_tune_iterations_default_to_the_models_own(ut, cascade, source, monkeypatch):
-    assert ut.default_iters == cascade.tune_iters == 64  # the embedded model's, from the edit benchmark
-    monkeypatch.setattr(cascade, "tune_iters", 3)  # a model with another default (real models: 128)
+    import dataclasses
+
+    from unitune_nb import settings
+
+    assert ut.default_iters == settings.MODEL_DEFAULTS["embedded"].tune.iters == 64  # from the edit benchmark
+    other = settings.MODEL_DEFAULTS["embedded"]
+    other = dataclasses.replace(other, tune=dataclasses.replace(other.tune, iters=3))
+    monkeypatch.setitem(settings.MODEL_DEFAULTS, "embedded", other)  # a model with another default
     report = ut.tune(source, stages=("base",), progress=False)
     assert report.iters == 3 and len(report.losses["base"]) == 3
     assert sum(1 for _ in ut.tune_steps(source, stages=("base",))) == 3

@@ -26,10 +26,12 @@ def _number(name: str, value, low: float, high: float, low_open: bool = False, h
     """``value`` must be a finite real number in [low, high] (``(low, high]`` when ``low_open``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        where = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"{name} must be a finite number {where}{hint}, got {value}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{hint}, got {value}")
+    if not ((value > low if low_open else value >= low) and value <= high):
+        where = (f"in ({low:g}, {high:g}]" if low_open else f"in [{low:g}, {high:g}]") if math.isfinite(high) else \
+            (f"> {low:g}" if low_open else f">= {low:g}")
+        raise ValueError(f"{name} must be {where}{hint}, got {value}")
 
 
 def check_int(name: str, value, low: int = 0) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .. import world
 from ..cascade import Cascade
-from ..settings import RARE_TOKEN, SWEEP_GRID  # noqa: F401  (SWEEP_GRID: the default grid, re-exported)
+from ..settings import EDIT_DEFAULTS, RARE_TOKEN, SWEEP_GRID  # noqa: F401  (SWEEP_GRID re-exported)
 from ..tune import UniTune
 from .cases import Case, score
 
@@ -43,7 +43,7 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
     return {"guidance_scale": g, "t0": t0,
             "interpolation": defaults["interpolation"] if m.interpolation is None else m.interpolation,
             "baseline_prompt": rare_token if m.prompt_guidance else None,
-            "mask_from": m.mask_from or defaults["mask_from"]}
+            "mask_from": m.mask_from or defaults.get("mask_from", EDIT_DEFAULTS["mask_from"])}
 
 
 def sdedit_rows(rows: Sequence, t0s: Sequence[float] | None) -> list:
