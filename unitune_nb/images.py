@@ -57,55 +57,53 @@ def load_image(src, size: int = 128) -> tuple[Image.Image, list[str]]:
     return im, notes + more
 
 
-def read_image(src) -> tuple[Image.Image, list[str]]:
-    """The conversion part of :func:`load_image`: an RGB copy at the source's own size, and notes."""
-    import os
+def _open(src) -> Image.Image:
     from pathlib import Path
 
-    notes: list[str] = []
-    if isinstance(src, (str, os.PathLike)):
-        p = Path(src)
-        if not p.is_file():
-            raise FileNotFoundError(f"source image {p} does not exist")
-        try:
-            with Image.open(p) as f:
-                im = f.copy()
-                im.load()
-        except Exception as e:  # PIL raises several types for broken files
-            raise ValueError(f"cannot read {p} as an image ({e}); pass a PNG or JPEG file") from e
-    elif isinstance(src, Image.Image):
-        im = src.copy()
-    elif isinstance(src, (np.ndarray, torch.Tensor)):
-        a = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else np.array(src)
-        if a.ndim == 4 and a.shape[0] == 1:
-            a = a[0]
-        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-            a = np.moveaxis(a, 0, -1)  # CHW -> HWC
-        if a.ndim == 3 and a.shape[-1] == 1:
-            a = a[..., 0]
-        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-            raise ValueError(f"an image array must be HxW, HxWx3/4 or 3/4xHxW; got shape {tuple(src.shape)}")
-        if a.dtype.kind == "f":
-            lo, hi = float(a.min()), float(a.max())
-            if lo < -1.001 or hi > 255.5:
-                raise ValueError(f"float image values must lie in [0, 1], [-1, 1] or [0, 255]; got [{lo:.3g}, {hi:.3g}]")
-            if lo < 0:
-                a, note = (a + 1) * 127.5, "float values in [-1, 1] read as model range"
-            elif hi <= 1.0:
-                a, note = a * 255.0, "float values in [0, 1] scaled to 0-255"
-            else:
-                note = "float values read as 0-255"
-            notes.append(note)
-        elif a.dtype == np.uint16:
-            a = a / 257.0
-            notes.append("16-bit values scaled to 8 bits")
-        elif a.dtype != np.uint8:
-            a = a.astype(np.float64)
-        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
-    else:
-        raise TypeError(f"source image must be a path, PIL image, NumPy array or tensor; got {type(src).__name__}")
-    if im.width < 1 or im.height < 1:
-        raise ValueError("the source image is empty (0 pixels)")
+    p = Path(src)
+    if not p.is_file():
+        raise FileNotFoundError(f"source image {p} does not exist")
+    try:
+        with Image.open(p) as f:
+            im = f.copy()
+            im.load()
+    except Exception as e:  # PIL raises several types for broken files
+        raise ValueError(f"cannot read {p} as an image ({e}); pass a PNG or JPEG file") from e
+    return im
+
+
+def _from_array(src, notes: list[str]) -> Image.Image:
+    """An HxW, HxWxC or CxHxW array / tensor (uint8, uint16 or float in [0, 1], [-1, 1] or [0, 255]) as an image."""
+    a = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else np.array(src)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ValueError(f"an image array must be HxW, HxWx3/4 or 3/4xHxW; got shape {tuple(src.shape)}")
+    if a.dtype.kind == "f":
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -1.001 or hi > 255.5:
+            raise ValueError(f"float image values must lie in [0, 1], [-1, 1] or [0, 255]; got [{lo:.3g}, {hi:.3g}]")
+        if lo < 0:
+            a, note = (a + 1) * 127.5, "float values in [-1, 1] read as model range"
+        elif hi <= 1.0:
+            a, note = a * 255.0, "float values in [0, 1] scaled to 0-255"
+        else:
+            note = "float values read as 0-255"
+        notes.append(note)
+    elif a.dtype == np.uint16:
+        a = a / 257.0
+        notes.append("16-bit values scaled to 8 bits")
+    elif a.dtype != np.uint8:
+        a = a.astype(np.float64)
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+
+
+def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    """16-bit / integer greyscale to 8 bits, transparency flattened onto white, any other mode to RGB."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         im = Image.fromarray(np.clip(a / (257.0 if a.max() > 255 else 1.0), 0, 255).astype(np.uint8))
@@ -118,7 +116,25 @@ def read_image(src) -> tuple[Image.Image, list[str]]:
     elif im.mode != "RGB":
         notes.append(f"{im.mode} image converted to RGB")
         im = im.convert("RGB")
-    return im, notes
+    return im
+
+
+def read_image(src) -> tuple[Image.Image, list[str]]:
+    """The conversion part of :func:`load_image`: an RGB copy at the source's own size, and notes."""
+    import os
+
+    notes: list[str] = []
+    if isinstance(src, (str, os.PathLike)):
+        im = _open(src)
+    elif isinstance(src, Image.Image):
+        im = src.copy()
+    elif isinstance(src, (np.ndarray, torch.Tensor)):
+        im = _from_array(src, notes)
+    else:
+        raise TypeError(f"source image must be a path, PIL image, NumPy array or tensor; got {type(src).__name__}")
+    if im.width < 1 or im.height < 1:
+        raise ValueError("the source image is empty (0 pixels)")
+    return _to_rgb(im, notes), notes
 
 
 def square_image(im: Image.Image, size: int) -> tuple[Image.Image, list[str]]:

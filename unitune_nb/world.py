@@ -159,67 +159,93 @@ def _obj_box(obj: Obj, s: int) -> tuple[float, float, float, float]:
     return (x0, obj.y * s - h, x0 + w, obj.y * s)
 
 
+@dataclass
+class _Pen:
+    """How one object is drawn: colours, outline, shading (a silhouette in ``fill`` when drawing masks)."""
+
+    col: tuple
+    dark: tuple
+    light: tuple
+    outline: tuple | None
+    ow: int
+    photo: bool
+    fill: tuple | None
+
+
+def _draw_house(d: ImageDraw.ImageDraw, box, rng: random.Random, pen: _Pen, scene: Scene) -> None:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    col, outline, ow, fill = pen.col, pen.outline, pen.ow, pen.fill
+    roof_h = h * rng.uniform(0.3, 0.42)
+    d.rectangle((x0, y0 + roof_h, x1, y1), fill=col, outline=outline, width=ow)
+    if pen.photo:  # shaded right third
+        d.rectangle((x0 + w * 0.68, y0 + roof_h, x1, y1), fill=pen.dark)
+    over = w * 0.08
+    d.polygon([(x0 - over, y0 + roof_h), (x1 + over, y0 + roof_h), (x0 + w * rng.uniform(0.4, 0.6), y0)],
+              fill=pen.dark if fill is None else fill, outline=outline, width=ow)
+    if fill is None:
+        n_win = rng.randint(1, 3)
+        win_c = (250, 230, 120) if scene.time == "night" else _mix((200, 225, 245), col, 0.2)
+        wy0 = y0 + roof_h + (h - roof_h) * 0.18
+        ws = w * 0.16
+        for i in range(n_win):
+            wx = x0 + w * (0.12 + i * 0.26)
+            d.rectangle((wx, wy0, wx + ws, wy0 + ws), fill=win_c, outline=outline, width=max(1, ow // 2))
+        door_x = x0 + w * rng.uniform(0.5, 0.7)
+        d.rectangle((door_x, y1 - (h - roof_h) * 0.5, door_x + w * 0.18, y1), fill=_mix(col, (60, 30, 10), 0.6),
+                    outline=outline, width=max(1, ow // 2))
+
+
+def _draw_tree(d: ImageDraw.ImageDraw, box, rng: random.Random, pen: _Pen, scene: Scene) -> None:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    trunk_w = w * rng.uniform(0.16, 0.24)
+    cx = (x0 + x1) / 2
+    trunk_c = pen.fill if pen.fill is not None else _lit((110, 70, 35), scene)
+    d.rectangle((cx - trunk_w / 2, y1 - h * 0.38, cx + trunk_w / 2, y1), fill=trunk_c, outline=pen.outline, width=pen.ow)
+    for _ in range(rng.randint(2, 4)):
+        r = w * rng.uniform(0.3, 0.45)
+        bx = cx + w * rng.uniform(-0.18, 0.18)
+        by = y0 + r + h * rng.uniform(0.0, 0.2)
+        d.ellipse((bx - r, by - r, bx + r, by + r), fill=pen.col, outline=pen.outline, width=pen.ow)
+    if pen.photo:
+        r = w * 0.18
+        d.ellipse((cx - w * 0.2 - r, y0 + h * 0.2 - r / 2, cx - w * 0.2 + r, y0 + h * 0.2 + r), fill=pen.light)
+
+
+def _draw_car(d: ImageDraw.ImageDraw, box, rng: random.Random, pen: _Pen, scene: Scene) -> None:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    col, outline, ow = pen.col, pen.outline, pen.ow
+    cab_x = x0 + w * rng.uniform(0.2, 0.35)
+    wheel_r = h * 0.22
+    d.rectangle((x0, y0 + h * 0.45, x1, y1 - wheel_r * 0.8), fill=col, outline=outline, width=ow)
+    d.polygon([(cab_x, y0 + h * 0.45), (cab_x + w * 0.12, y0 + h * 0.05), (cab_x + w * 0.45, y0 + h * 0.05),
+               (cab_x + w * 0.55, y0 + h * 0.45)], fill=col, outline=outline, width=ow)
+    if pen.fill is None:
+        glass = (250, 230, 140) if scene.time == "night" else _mix((190, 215, 235), col, 0.15)
+        d.polygon([(cab_x + w * 0.05, y0 + h * 0.42), (cab_x + w * 0.14, y0 + h * 0.12),
+                   (cab_x + w * 0.42, y0 + h * 0.12), (cab_x + w * 0.5, y0 + h * 0.42)], fill=glass)
+    if pen.photo:
+        d.rectangle((x0, y1 - wheel_r * 1.4, x1, y1 - wheel_r * 0.8), fill=pen.dark)
+    for wx in (x0 + w * 0.22, x1 - w * 0.22):
+        d.ellipse((wx - wheel_r, y1 - 2 * wheel_r, wx + wheel_r, y1),
+                  fill=pen.fill if pen.fill is not None else (25, 25, 28), outline=outline, width=ow)
+
+
+_DRAW = {"house": _draw_house, "tree": _draw_tree, "car": _draw_car}
+
+
 def _draw_object(d: ImageDraw.ImageDraw, obj: Obj, scene: Scene, s: int, fill=None) -> None:
     """Draw one object; with ``fill`` given, draw its silhouette in that colour (for masks)."""
     rng = random.Random(obj.detail)
-    x0, y0, x1, y1 = _obj_box(obj, s)
-    w, h = x1 - x0, y1 - y0
     col = fill if fill is not None else object_colour(obj, scene)
-    dark = fill if fill is not None else _mix(col, (0, 0, 0), 0.45)
-    light = fill if fill is not None else _mix(col, (255, 255, 255), 0.3)
     drawing = scene.style == "drawing" and fill is None
-    ow = max(2, s // 64) if drawing else 0
-    outline = _OUTLINE if drawing else None
-    photo = scene.style == "photo" and fill is None
-    if obj.kind == "house":
-        roof_h = h * rng.uniform(0.3, 0.42)
-        body = (x0, y0 + roof_h, x1, y1)
-        d.rectangle(body, fill=col, outline=outline, width=ow)
-        if photo:  # shaded right third
-            d.rectangle((x0 + w * 0.68, y0 + roof_h, x1, y1), fill=dark)
-        over = w * 0.08
-        d.polygon([(x0 - over, y0 + roof_h), (x1 + over, y0 + roof_h), (x0 + w * rng.uniform(0.4, 0.6), y0)],
-                  fill=dark if fill is None else fill, outline=outline, width=ow)
-        if fill is None:
-            n_win = rng.randint(1, 3)
-            win_c = (250, 230, 120) if scene.time == "night" else _mix((200, 225, 245), col, 0.2)
-            wy0 = y0 + roof_h + (h - roof_h) * 0.18
-            ws = w * 0.16
-            for i in range(n_win):
-                wx = x0 + w * (0.12 + i * 0.26)
-                d.rectangle((wx, wy0, wx + ws, wy0 + ws), fill=win_c, outline=outline, width=max(1, ow // 2))
-            door_x = x0 + w * rng.uniform(0.5, 0.7)
-            d.rectangle((door_x, y1 - (h - roof_h) * 0.5, door_x + w * 0.18, y1), fill=_mix(col, (60, 30, 10), 0.6),
-                        outline=outline, width=max(1, ow // 2))
-    elif obj.kind == "tree":
-        trunk_w = w * rng.uniform(0.16, 0.24)
-        cx = (x0 + x1) / 2
-        trunk_c = fill if fill is not None else _lit((110, 70, 35), scene)
-        d.rectangle((cx - trunk_w / 2, y1 - h * 0.38, cx + trunk_w / 2, y1), fill=trunk_c, outline=outline, width=ow)
-        n_blobs = rng.randint(2, 4)
-        for i in range(n_blobs):
-            r = w * rng.uniform(0.3, 0.45)
-            bx = cx + w * rng.uniform(-0.18, 0.18)
-            by = y0 + r + h * rng.uniform(0.0, 0.2)
-            d.ellipse((bx - r, by - r, bx + r, by + r), fill=col, outline=outline, width=ow)
-        if photo:
-            r = w * 0.18
-            d.ellipse((cx - w * 0.2 - r, y0 + h * 0.2 - r / 2, cx - w * 0.2 + r, y0 + h * 0.2 + r), fill=light)
-    else:  # car
-        cab_x = x0 + w * rng.uniform(0.2, 0.35)
-        wheel_r = h * 0.22
-        d.rectangle((x0, y0 + h * 0.45, x1, y1 - wheel_r * 0.8), fill=col, outline=outline, width=ow)
-        d.polygon([(cab_x, y0 + h * 0.45), (cab_x + w * 0.12, y0 + h * 0.05), (cab_x + w * 0.45, y0 + h * 0.05),
-                   (cab_x + w * 0.55, y0 + h * 0.45)], fill=col, outline=outline, width=ow)
-        if fill is None:
-            glass = (250, 230, 140) if scene.time == "night" else _mix((190, 215, 235), col, 0.15)
-            d.polygon([(cab_x + w * 0.05, y0 + h * 0.42), (cab_x + w * 0.14, y0 + h * 0.12),
-                       (cab_x + w * 0.42, y0 + h * 0.12), (cab_x + w * 0.5, y0 + h * 0.42)], fill=glass)
-        if photo:
-            d.rectangle((x0, y1 - wheel_r * 1.4, x1, y1 - wheel_r * 0.8), fill=dark)
-        for wx in (x0 + w * 0.22, x1 - w * 0.22):
-            d.ellipse((wx - wheel_r, y1 - 2 * wheel_r, wx + wheel_r, y1), fill=fill if fill is not None else (25, 25, 28),
-                      outline=outline, width=ow)
+    pen = _Pen(col, fill if fill is not None else _mix(col, (0, 0, 0), 0.45),
+               fill if fill is not None else _mix(col, (255, 255, 255), 0.3),
+               _OUTLINE if drawing else None, max(2, s // 64) if drawing else 0,
+               scene.style == "photo" and fill is None, fill)
+    _DRAW[obj.kind](d, _obj_box(obj, s), rng, pen, scene)
 
 
 def _background(scene: Scene, s: int) -> np.ndarray:

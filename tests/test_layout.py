@@ -1,0 +1,142 @@
+"""The package's shape: no import cycle, no function over 60 lines, one home for the defaults."""
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import unitune_nb
+
+PACKAGE = Path(unitune_nb.__file__).parent
+MAX_LINES = 60
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = list(f.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Package modules that ``name`` imports anywhere (functions included), leaving out TYPE_CHECKING blocks."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+            for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m in modules and m != name}
+
+
+def test_no_import_cycle():
+    modules = _modules()
+    graph = {m: _imports(m, p, modules) for m, p in modules.items()}
+    # a package's __init__ re-exporting its own submodules is not a cycle through them
+    for m in graph:
+        graph[m] = {d for d in graph[m] if not (m.startswith(d + ".") and modules[d].name == "__init__.py")}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(d):] + [d]))
+            if d not in state:
+                visit(d)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert {"unitune_nb.diffusion", "unitune_nb.adapters", "unitune_nb.edit", "unitune_nb.settings"} <= set(graph)
+
+
+def test_no_function_over_60_lines():
+    long = []
+    for f in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_LINES:
+                    long.append(f"{f.relative_to(PACKAGE)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "split these: " + "; ".join(long)
+
+
+def test_the_sampler_takes_an_adapter_not_a_scheduler():
+    from unitune_nb.diffusion import diffusion_loss, sample
+
+    assert "adapter" in inspect.signature(sample).parameters and "scheduler" not in inspect.signature(sample).parameters
+    assert "adapter" in inspect.signature(diffusion_loss).parameters
+
+
+def test_cli_defaults_come_from_settings():
+    from unitune_nb.cli import build_parser
+    from unitune_nb.settings import RARE_TOKEN, SWEEP_GRID
+
+    p = build_parser()
+    edit = p.parse_args(["edit", "x.png", "at night"])
+    assert edit.rare_token == RARE_TOKEN
+    assert all(getattr(edit, k) is None for k in ("guidance_scale", "t0", "interpolation", "mask_from", "iters", "lr"))
+    assert p.parse_args(["bench-speed"]).iters is None
+    be = p.parse_args(["bench-edit"])
+    assert [float(x) for x in be.sweep_guidance.split(",")] == SWEEP_GRID["guidance_scale"]
+    assert [float(x) for x in be.sweep_t0.split(",")] == SWEEP_GRID["t0"]
+
+
+def test_each_model_family_has_its_defaults(cascade):
+    from unitune_nb.backends import IFCascade, SDCascade
+    from unitune_nb.settings import MODEL_DEFAULTS, defaults_for
+
+    assert defaults_for(cascade) is MODEL_DEFAULTS["embedded"]
+    for cls in (IFCascade, SDCascade):
+        assert cls.family in MODEL_DEFAULTS and defaults_for(cls).tune.optimizer == "adafactor"
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(guidance_scale=float("nan")), ValueError, "finite"), (dict(guidance_scale=float("inf")), ValueError, "finite"),
+    (dict(t0=float("nan")), ValueError, "finite"), (dict(interpolation=-0.1), ValueError, r"in \[0, 1\]"),
+    (dict(seed=1.5), TypeError, "whole number"), (dict(seed="3"), TypeError, "whole number"),
+    (dict(seed=-1), ValueError, "seed"), (dict(steps=0), ValueError, "steps"), (dict(guidance_scale=True), TypeError, "number"),
+    (dict(mask_from="oracle"), ValueError, "mask_from"), (dict(baseline_prompt=3), TypeError, "baseline_prompt"),
+    (dict(mask=[[float("nan")]]), TypeError, "mask"),
+])
+def test_edit_settings_refuse_bad_values(kw, error, match):
+    from unitune_nb.settings import EditSettings
+
+    with pytest.raises(error, match=match):
+        EditSettings(**kw).check()
+
+
+def test_edit_settings_take_the_models_defaults():
+    import numpy as np
+
+    from unitune_nb.settings import MODEL_DEFAULTS, EditSettings
+
+    d = MODEL_DEFAULTS["embedded"].edit
+    s = EditSettings(t0=0.5, seed=np.int64(3)).check().resolved(d)
+    assert s.t0 == 0.5 and s.guidance_scale == d.guidance_scale and s.interpolation == d.interpolation
+    assert s.seed == 3 and s.mask_from == d.mask_from
+    with pytest.raises(ValueError, match="NaN"):
+        EditSettings(mask=np.full((4, 4), np.nan)).check()
