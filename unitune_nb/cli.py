@@ -107,7 +107,7 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
     from . import bench
 
     cases = bench.load_cases(a.cases_file)
-    if a.quick:  # one case of each of four kinds, short tuning, one seed: a smoke run in ~1-2 minutes
+    if a.quick:  # one case of each of four kinds, short tuning, one seed: a smoke run
         a.seeds, a.iters, a.ti_iters = 1, 16, 16
         picked = {}
         for c in cases:

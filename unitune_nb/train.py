@@ -1,6 +1,6 @@
 """Training the embedded cascade on scenes drawn on the fly from the toy world.
 
-Recipe (measured on a 2-core CPU; see docs/training.md): v-prediction on a cosine schedule with
+Recipe (why each part: docs/training.md): v-prediction on a cosine schedule with
 min-SNR loss weighting (gamma 5), AdamW with linear warm-up and gradient clipping, captions with
 attribute dropout (p=0.3) and 10% empty captions for classifier-free guidance, EMA weights (decay
 0.999 with the (1+n)/(10+n) warm-up).  Super-resolution stages see the true low-res render,
@@ -115,7 +115,7 @@ def _render(cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None,
 def batches(cfg: TrainConfig, start_step: int = 0,
             workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str]]]:
     """Training batches from ``start_step`` on, forever.  ``workers > 0`` draws them ahead in that many
-    processes: on a GPU one CPU core drawing scenes (about 3 ms a scene) would leave the U-Net idle."""
+    processes: on a GPU one CPU core drawing scenes would leave the U-Net idle."""
     if workers <= 0:
         for step in itertools.count(start_step):
             yield make_batch(cfg, random.Random(batch_seed(cfg, step)))
