@@ -140,3 +140,25 @@ def test_edit_settings_take_the_models_defaults():
     assert s.seed == 3 and s.mask_from == d.mask_from
     with pytest.raises(ValueError, match="NaN"):
         EditSettings(mask=np.full((4, 4), np.nan)).check()
+
+
+def test_notebooks_read_shipped_data_and_pin_one_install():
+    """Colab: what a notebook reads ships inside the package (no ../docs), and every install cell is the same,
+    pinned to this version's tag."""
+    import json
+
+    from unitune_nb.bench import SHIPPED_SUMMARY
+    from unitune_nb.plots import SHIPPED_TRAINING_CURVE
+
+    root = PACKAGE.parent
+    for shipped in (SHIPPED_SUMMARY, SHIPPED_TRAINING_CURVE):
+        assert shipped.read_text() == (root / "docs" / "bench" / shipped.name).read_text(), \
+            f"copy docs/bench/{shipped.name} into unitune_nb/data/ after re-running the benchmark"
+    installs = set()
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        assert not any("../docs" in c for c in code), f"{nb.name} reads ../docs, which Colab does not have"
+        installs |= {c for c in code if "pip install" in c}
+    assert len(installs) == 1, "the notebooks' install cells differ"
+    assert f"@v{unitune_nb.__version__}" in installs.pop()

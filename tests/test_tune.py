@@ -290,3 +290,16 @@ def test_cli_edit_end_to_end(tmp_path, source):
                           "--load-tuned", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "t0 must be in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tune_warns_when_the_picture_is_outside_the_world(ut, source):
+    """A photo (matplotlib's sample portrait) keeps the base loss far above a world scene's: the report says so."""
+    from matplotlib import cbook
+
+    report = ut.tune(source, stages=("base",), iters=16, progress=False)
+    assert not any("stayed high" in n for n in report.notes)
+    photo = Image.open(cbook.get_sample_data("grace_hopper.jpg"))
+    with pytest.warns(UserWarning, match="stayed high"):
+        report = ut.tune(photo, stages=("base",), iters=16, progress=False)
+    assert any("notebook 07" in n for n in report.notes)
+    ut.reset()

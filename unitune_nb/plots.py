@@ -1,6 +1,7 @@
 """Matplotlib figures used by the notebooks and the command line."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from matplotlib.figure import Figure  # no pyplot: works headless and shows inline in Jupyter
@@ -89,12 +90,20 @@ def images_row(images: Sequence[Image.Image], titles: Sequence[str], size: int =
     return fig
 
 
-def training_curve(points: Sequence[dict], target: float = 0.9) -> Figure:
+SHIPPED_TRAINING_CURVE = Path(__file__).resolve().parent / "data" / "training_curve.json"
+
+
+def training_curve(points: Sequence[dict] | None = None, target: float = 0.9) -> Figure:
     """Attribute accuracy of the base stage against training minutes (one line per attribute).
 
     ``points``: dicts with ``minutes`` and ``accuracy`` (attribute -> accuracy), e.g. from
-    ``unitune-nb eval --json`` of checkpoints; ``target`` draws the bar of the text-following goal.
+    ``unitune-nb eval --json`` of checkpoints (default: the shipped model's, a copy of
+    ``docs/bench/training_curve.json`` inside the package); ``target`` draws the bar of the text-following goal.
     """
+    if points is None:
+        import json
+
+        points = json.loads(SHIPPED_TRAINING_CURVE.read_text())
     pts = sorted(points, key=lambda p: p["minutes"])
     fig = Figure(figsize=(6.0, 3.4), dpi=80)
     ax = fig.subplots()

@@ -147,6 +147,9 @@ class ModelDefaults:
     tune: TuneSettings
     preview_steps: int = 12  # first-stage DDIM steps of a live preview
     rare_token: str = RARE_TOKEN
+    #: A first-stage tuning loss still above this at the end means the picture is unlike anything the model
+    #: knows (the embedded model knows only its toy world); None: no such check.
+    high_loss: float | None = None
 
 
 _REAL = ModelDefaults(  # the model's own guidance, a late start that keeps the layout, half-strength blend
@@ -156,7 +159,8 @@ _REAL = ModelDefaults(  # the model's own guidance, a late start that keeps the 
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     "embedded": ModelDefaults(
         edit=EditSettings(guidance_scale=3.0, t0=0.95, interpolation=1.0, mask_from="reconstruction"),
-        tune=TuneSettings(iters=64, optimizer="adamw")),
+        tune=TuneSettings(iters=64, optimizer="adamw"),
+        high_loss=0.01),  # world scenes end near 0.002, a photo near 0.04 (docs/benchmarks.md)
     "deepfloyd-if": _REAL,
     "stable-diffusion": _REAL,
 }

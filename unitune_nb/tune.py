@@ -290,10 +290,23 @@ class UniTune:
                 bar.set_postfix(stage=st.stage, loss=f"{st.loss:.4f}")
         finally:
             bar.close()
-        report.notes = list(self.source_notes)
+        report.notes = list(self.source_notes) + self._loss_warning(report)
         report.trainable_params = {s: sum(p.numel() for n, p in self.cascade.unets[s].named_parameters()
                                           if _select(n, cfg.trainable)) for s in stages}
         return report
+
+    def _loss_warning(self, report: TuneReport) -> list[str]:
+        """A warning (also as a note) when the first stage's loss stayed high: a picture unlike the model's world."""
+        limit, first = self.defaults.high_loss, report.stages[0]
+        losses = report.losses.get(first, [])
+        if limit is None or len(losses) < 8 or float(np.mean(losses[-16:])) <= limit:
+            return []
+        msg = (f"the {first} tuning loss stayed high ({np.mean(losses[-16:]):.3f} > {limit:g}): this picture is unlike "
+               "anything the model knows. The embedded model only knows its toy world (unitune_nb.world), so edits of "
+               "other pictures come out as collages of world shapes; for photos use a real model (notebook 07, "
+               "unitune_nb.backends.load_if).")
+        warnings.warn(msg, stacklevel=3)
+        return [msg]
 
     def reset(self) -> None:
         """Put every tuned stage back to its pristine weights (a copy: fast, exact)."""

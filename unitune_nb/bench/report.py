@@ -9,6 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
+SHIPPED_SUMMARY = Path(__file__).resolve().parent.parent / "data" / "bench_edit_summary.json"
+
+
+def shipped_summary() -> dict:
+    """The edit benchmark's summary as measured on the shipped weights (a copy of
+    ``docs/bench/bench_edit_summary.json`` inside the package, so notebooks read it on Colab too)."""
+    return json.loads(SHIPPED_SUMMARY.read_text())
+
 
 def _over_seeds(rs: Sequence[dict], keys: Sequence[str] = ("success", "psnr", "ssim", "identity")) -> dict:
     """Each metric as (mean, std) over seeds of its per-seed mean over cases."""
