@@ -123,3 +123,17 @@ def test_bad_upload_is_a_message(ed):
     ed.set_source(im)
     assert "press Tune" in ed.status.value and "#b00020" not in ed.status.value
     assert ed.needs_tuning and ed.source_view.value == png_bytes(ed.ut.source)
+
+
+def test_editor_displays_with_a_still_picture_for_pages_without_widgets(ed):
+    """GitHub and PDF exports cannot run widgets: the display data carries a PNG of the views beside the widget."""
+    import base64
+
+    data = ed._mimebundle()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    before = Image.open(io.BytesIO(base64.b64decode(data["image/png"])))
+    assert before.size[1] == 192 and before.size[0] < 2 * 192  # the source alone
+    ed.tune_button.click()
+    ed.full_button.click()
+    after = Image.open(io.BytesIO(base64.b64decode(ed._mimebundle()["image/png"])))
+    assert after.size[0] > 2 * 192  # source, edit and mask

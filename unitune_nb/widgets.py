@@ -203,10 +203,36 @@ class Editor:
             views, self.status, W.Label("history (click to restore):"), self.history_box])
 
     # ------------------------------------------------------------------ display
-    def _ipython_display_(self):  # ipywidgets 7 and 8 both display a VBox
+    def snapshot(self) -> Image.Image:
+        """A still picture of the editor's views: the source, the last edit and its mask (what was shown last)."""
+        from .images import strip
+
+        ims = [self.ut.source] if self.ut.source is not None else [Image.new("RGB", (8, 8), (235, 235, 235))]
+        if self.last is not None:
+            ims += [self.last.image, Image.fromarray((np.asarray(self.last.mask) * 255).astype(np.uint8))]
+        return strip([im.convert("RGB") for im in ims], VIEW)
+
+    def _mimebundle(self) -> dict | None:
+        """The widget's display data plus a PNG of :meth:`snapshot`, so a page that cannot run widgets (GitHub,
+        a PDF export) shows the editor as a picture instead of ``VBox(...)`` text; None on ipywidgets 7."""
+        bundle = getattr(self.widget, "_repr_mimebundle_", None)
+        data = bundle() if bundle is not None else None
+        if not data:
+            return None
+        import base64
+
+        buf = io.BytesIO()
+        self.snapshot().save(buf, format="PNG")
+        return {**data, "image/png": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+    def _ipython_display_(self):  # ipywidgets 7 and 8 both display a VBox; 8 also gets a still picture
         from IPython.display import display
 
-        display(self.widget)
+        data = self._mimebundle()
+        if data is None:
+            display(self.widget)
+        else:
+            display(data, raw=True)
 
     def show(self) -> "Editor":
         self._ipython_display_()
