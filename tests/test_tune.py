@@ -222,7 +222,7 @@ def test_rare_token_checks(ut, source):
 
 
 @pytest.mark.parametrize("kw,match", [(dict(t0=0.0), "t0"), (dict(t0=1.5), "t0"), (dict(guidance_scale=-1), "guidance_scale"),
-                                      (dict(interpolation=2.0), "interpolation"), (dict(mask=np.ones((50, 50))), "mask")])
+                                      (dict(interpolation=2.0), "interpolation"), (dict(mask=np.full((50, 50), 2.0)), "mask")])
 def test_bad_edit_settings(ut, source, kw, match):
     ut.set_source(source)
     with pytest.raises(ValueError, match=match):

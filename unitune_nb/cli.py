@@ -1,4 +1,9 @@
-"""The ``unitune-nb`` command line: generate, train, eval, export."""
+"""The ``unitune-nb`` command line: generate, edit, demo, train, eval, bench-speed, bench-edit, export.
+
+Each command's arguments and paths are checked before a model is loaded (:mod:`unitune_nb.cli_checks`); an
+error the user can cause ends in one line and exit status 2 (``--debug`` or ``UNITUNE_NB_DEBUG=1`` shows the
+traceback instead).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import cli_checks as checks
 from .settings import MASK_FROM, RARE_TOKEN, SWEEP_GRID
 
 
@@ -77,6 +83,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     if a.json:
         import json
 
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(report, indent=2))
 
 
@@ -179,6 +186,23 @@ def _run_edits(ut, prompts: list[str], out: Path, settings: dict, mask=None, tar
     print(f"wrote {out / 'grid.png'}")
 
 
+def _load_tuned(ut, a: argparse.Namespace) -> None:
+    """Load a tuned file, and say what happens to the SOURCE and --rare-token given beside it."""
+    import numpy as np
+
+    from .images import load_image
+
+    ut.load_tuned(a.load_tuned)
+    print(f"loaded tuned weights from {a.load_tuned} (rare token {ut.rare_token!r})")
+    given, _ = load_image(a.source, ut.source.width)
+    if not np.array_equal(np.asarray(given), np.asarray(ut.source)):
+        print(f"note: {a.source} differs from the source the file was tuned on; editing the tuned source "
+              f"(saved in the file). To edit {a.source}, leave out --load-tuned so it is tuned on.")
+    if a.rare_token != ut.rare_token:
+        print(f"note: --rare-token {a.rare_token!r} ignored: the file was tuned under {ut.rare_token!r}, which the "
+              "edit prompts use")
+
+
 def cmd_edit(a: argparse.Namespace) -> None:
     from .cascade import Cascade
     from .tune import UniTune
@@ -187,8 +211,7 @@ def cmd_edit(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ut = UniTune(Cascade.from_pretrained(a.weights))
     if a.load_tuned:
-        ut.load_tuned(a.load_tuned)
-        print(f"loaded tuned weights from {a.load_tuned} (rare token {ut.rare_token!r})")
+        _load_tuned(ut, a)
     else:
         report = ut.tune(a.source, rare_token=a.rare_token, iters=a.iters, lr=a.lr, seed=a.seed,
                          stages=tuple(a.tune_stages.split(",")))
@@ -248,7 +271,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--guidance-scale", type=float, default=None)
     g.add_argument("--stages-strip", action="store_true", help="also write NAME_stages.png with every stage")
     g.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=cmd_generate, check=checks.check_generate)
 
 
 def _add_train(sub) -> None:
@@ -281,7 +304,7 @@ def _add_train(sub) -> None:
                    help="min-SNR loss weighting (default 5 for v / epsilon, 0 for sample); 0 weighs every "
                         "timestep alike")
     t.add_argument("--seed", type=int, default=None)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, check=checks.check_train)
 
 
 def _add_eval(sub) -> None:
@@ -296,7 +319,7 @@ def _add_eval(sub) -> None:
     e.add_argument("--json", default=None, help="also write the report as JSON here")
     e.add_argument("--guidance-sweep", default=None, help="comma-separated guidance scales: accuracy and diversity per scale")
     e.add_argument("--figure", default=None, help="with --guidance-sweep: write the plot here")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=cmd_eval, check=checks.check_eval)
 
 
 def _add_edit_and_demo(sub) -> None:
@@ -311,13 +334,13 @@ def _add_edit_and_demo(sub) -> None:
     ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
     ed.add_argument("--load-tuned", default=None, help="skip tuning: load a file from --save-tuned")
     _add_edit_flags(ed)
-    ed.set_defaults(func=cmd_edit)
+    ed.set_defaults(func=cmd_edit, check=checks.check_edit)
 
     dm = sub.add_parser("demo", help="render a world scene, tune, and write a grid of edits with their true targets")
     dm.add_argument("--out", default="demo")
     dm.add_argument("--scene", type=int, default=2, help="world scene seed")
     _add_edit_flags(dm)
-    dm.set_defaults(func=cmd_demo)
+    dm.set_defaults(func=cmd_demo, check=checks.check_demo)
 
 
 def _add_bench(sub) -> None:
@@ -325,7 +348,7 @@ def _add_bench(sub) -> None:
     bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
     bs.add_argument("--weights", default=None)
     bs.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
-    bs.set_defaults(func=cmd_bench_speed)
+    bs.set_defaults(func=cmd_bench_speed, check=checks.check_bench_speed)
 
     be = sub.add_parser("bench-edit", help="UniTune and the baselines on the fixed edit cases, scored by the world's oracle")
     be.add_argument("--weights", default=None)
@@ -352,19 +375,20 @@ def _add_bench(sub) -> None:
                     "and pareto.png")
     be.add_argument("--merge", default=None, help="comma-separated --out folders of earlier runs (e.g. the case list "
                     "split over processes): report them as one run instead of running")
-    be.set_defaults(func=cmd_bench_edit)
+    be.set_defaults(func=cmd_bench_edit, check=checks.check_bench_edit)
 
 
 def _add_export(sub) -> None:
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")
     x.add_argument("--out", required=True)
-    x.set_defaults(func=cmd_export)
+    x.set_defaults(func=cmd_export, check=checks.check_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unitune-nb", description="UniTune teaching toolkit on an embedded mini-Imagen.")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_train, _add_eval, _add_edit_and_demo, _add_bench, _add_export):
         add(sub)
@@ -375,15 +399,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     a = build_parser().parse_args(argv)
-    _threads(a.threads)
+    debug = a.debug or os.environ.get("UNITUNE_NB_DEBUG", "") not in ("", "0")
     try:
+        checks.check_common(a)
+        a.check(a)  # every argument and path, before a model is loaded
+        _threads(a.threads)
         a.func(a)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
-        print(f"unitune-nb {a.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"unitune-nb {a.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - one clear line for whatever the user caused
+        if debug:
+            raise
+        known = isinstance(err, (ValueError, TypeError, OSError, FloatingPointError))
+        what = str(err) if known else f"{type(err).__name__}: {err} (rerun with --debug for the traceback)"
+        print(f"unitune-nb {a.command}: error: {what}", file=sys.stderr)
+        return 2
     return 0
 
 

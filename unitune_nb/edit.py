@@ -50,6 +50,7 @@ class EditResult:
     seconds: dict[str, float]
     intermediates: dict[str, list[Step]] = field(default_factory=dict)
     reference: Image.Image | None = None  # the first stage's sample of the rare token alone (mask_from="reconstruction")
+    notes: list[str] = field(default_factory=list)  # what was done to the inputs (e.g. a mask's value range)
 
     def strip(self, size: int = 128) -> Image.Image:
         """Source, raw sample, mask and final image side by side."""
@@ -74,10 +75,11 @@ class ReferenceCache:
 
 
 # ------------------------------------------------------------------ 1. check inputs
-def check_inputs(ut: UniTune, prompt: str, settings: EditSettings,
-                 stages: Sequence[str] | None) -> tuple[EditSettings, tuple[str, ...], torch.Tensor | None]:
+def check_inputs(ut: UniTune, prompt: str, settings: EditSettings, stages: Sequence[str] | None,
+                 notes: list[str]) -> tuple[EditSettings, tuple[str, ...], torch.Tensor | None]:
     """The settings with the model's defaults filled in and checked, the stages to run, the user mask
-    (``[1, 1, size, size]`` or None); warns where the edit will not do what the user may expect."""
+    (``[1, 1, size, size]`` or None; what was done to it goes into ``notes``); warns where the edit will not do
+    what the user may expect."""
     c = ut.cascade
     if ut.source is None:
         raise ValueError("no source image: call tune(image) (or set_source(image)) first")
@@ -93,7 +95,8 @@ def check_inputs(ut: UniTune, prompt: str, settings: EditSettings,
     size = c.sizes[stages[-1]]
     user_mask = None
     if s.mask is not None:
-        user_mask = mask_to_tensor(s.mask, size, allowed=(ut.source_shape or (size, size), (size, size)))
+        user_mask, more = mask_to_tensor(s.mask, size)
+        notes += more
     return s, stages, user_mask
 
 
@@ -161,7 +164,8 @@ def edit_mask(ut: UniTune, prompt: str, s: EditSettings, run: StageRun, stages: 
 def edit(ut: UniTune, prompt: str, settings: EditSettings, stages: Sequence[str] | None = None,
          return_intermediates: bool = False) -> EditResult:
     """Edit ``ut``'s source with ``prompt`` (steps 1-5 above)."""
-    s, stages, user_mask = check_inputs(ut, prompt, settings, stages)            # 1. check inputs
+    notes: list[str] = []
+    s, stages, user_mask = check_inputs(ut, prompt, settings, stages, notes)     # 1. check inputs
     text, baseline = encode_prompts(ut, prompt, s)                               # 2. encode prompts
     run, x_init = sample_edit(ut, text, baseline, s, stages, return_intermediates)  # 3. sample
     m, ref = edit_mask(ut, prompt, s, run, stages, baseline, x_init, user_mask)  # 4. estimate the mask
@@ -177,4 +181,4 @@ def edit(ut: UniTune, prompt: str, settings: EditSettings, stages: Sequence[str]
             "stages": used, "tuned": ut.tuned, "rare_token": ut.rare_token}
     return EditResult(prompt, to_pil(final)[0], {k: to_pil(v)[0] for k, v in run.images.items()}, to_pil(raw)[0],
                       to_pil(src)[0], m[0, 0].numpy(), info, run.seconds, run.intermediates,
-                      to_pil(ref)[0] if ref is not None else None)
+                      to_pil(ref)[0] if ref is not None else None, notes)

@@ -84,6 +84,8 @@ def _from_array(src, notes: list[str]) -> Image.Image:
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
         raise ValueError(f"an image array must be HxW, HxWx3/4 or 3/4xHxW; got shape {tuple(src.shape)}")
     if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ValueError("the image array holds NaN or infinite values; give finite pixel values")
         lo, hi = float(a.min()), float(a.max())
         if lo < -1.001 or hi > 255.5:
             raise ValueError(f"float image values must lie in [0, 1], [-1, 1] or [0, 255]; got [{lo:.3g}, {hi:.3g}]")

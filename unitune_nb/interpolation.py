@@ -54,12 +54,9 @@ def blend(result: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, streng
     return result + strength * (1 - mask) * (source - result)
 
 
-def mask_to_tensor(mask, size: int, allowed: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """A user mask (a path, PIL image, array or tensor; nonzero / white = editable) as ``[1, 1, size, size]`` in [0, 1].
-
-    ``allowed`` lists the (height, width) shapes accepted, e.g. the source's original size and the
-    output size; anything else is a ValueError.
-    """
+def _mask_array(mask, notes: list[str]) -> np.ndarray:
+    """A user mask as a 2-D float array in [0, 1]: PIL images and paths by their grey level, integer arrays as
+    0/1 or 8-bit 0-255 (with a note), float arrays as they are (they must lie in [0, 1])."""
     import os
 
     from PIL import Image
@@ -69,23 +66,42 @@ def mask_to_tensor(mask, size: int, allowed: tuple[tuple[int, int], ...]) -> tor
 
         mask = read_image(mask)[0]
     if isinstance(mask, Image.Image):
-        a = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-    else:
-        a = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        a = np.squeeze(a).astype(np.float32)
-        if a.ndim == 3:
-            a = a.mean(axis=-1 if a.shape[-1] in (3, 4) else 0)
-        if a.max() > 1.0:
-            a = a / 255.0
-    if a.ndim != 2 or tuple(a.shape) not in allowed:
-        raise ValueError(f"mask has shape {tuple(a.shape)}; it must be one of {sorted(set(allowed))} "
-                         "(the source image's size or the output size)")
-    if a.min() < 0 or a.max() > 1:
-        raise ValueError("mask values must lie in [0, 1] (or 0-255 for 8-bit images)")
+        return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    a = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    a = np.squeeze(a)
+    if a.ndim == 3:
+        a = a.mean(axis=-1 if a.shape[-1] in (3, 4) else 0)
+    if a.dtype == bool:
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu":
+        if a.max(initial=0) > 1:
+            if a.max() > 255:
+                raise ValueError(f"integer mask values go up to {a.max()}; give 0-255 (8-bit) or 0/1")
+            notes.append("mask values 0-255 read as 8-bit (255 = may change)")
+            return a.astype(np.float32) / 255.0
+        return a.astype(np.float32)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError("mask holds NaN or infinite values; give values in [0, 1] (1 / white = may change)")
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise ValueError(f"float mask values must lie in [0, 1] (got {a.min():.3g} to {a.max():.3g}); for an 8-bit "
+                         "mask pass integers 0-255 (e.g. a uint8 array) or a PIL image")
+    return a
+
+
+def mask_to_tensor(mask, size: int) -> tuple[torch.Tensor, list[str]]:
+    """A user mask (a path, PIL image, array or tensor; nonzero / white = editable) as ``[1, 1, size, size]`` in
+    [0, 1], cropped to its centre square and resized like the source image; and notes on what was done."""
+    notes: list[str] = []
+    a = _mask_array(mask, notes)
+    if a.ndim != 2 or min(a.shape) < 1:
+        raise ValueError(f"mask has shape {tuple(a.shape)}; give a 2-D mask (HxW), an image, or HxWx3")
     t = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    h, w = a.shape
+    if h != w:
+        notes.append(f"mask cropped to its centre square ({h}x{w} -> {min(h, w)}x{min(h, w)}), as the source is")
     if a.shape != (size, size):
-        h, w = a.shape
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2  # the same centre crop as the source image
         t = F.interpolate(t[..., top:top + s, left:left + s], size=(size, size), mode="area")
-    return t
+    return t, notes

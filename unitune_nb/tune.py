@@ -315,46 +315,80 @@ class UniTune:
         self.tuned = ()
 
     # ------------------------------------------------------------------ save / load the tuned delta
+    def fingerprint(self, stage: str) -> str:
+        """A hash of ``stage``'s pristine weights (a sample of every tensor, and its shape): a tuned file records
+        it, so it only loads onto the very weights it was tuned from."""
+        import hashlib
+
+        params = self._pristine.get(stage) or {n: p.detach().cpu() for n, p in self.cascade.unets[stage].named_parameters()}
+        h = hashlib.sha256()
+        for n in sorted(params):
+            flat = params[n].reshape(-1).float()
+            h.update(n.encode() + str(tuple(params[n].shape)).encode())
+            h.update(torch.cat([flat[:2048], flat[-2048:]]).numpy().tobytes())
+        return h.hexdigest()[:32]
+
     def save_tuned(self, path: str | os.PathLike) -> int:
-        """Save only the tensors tuning changed (and the source image) as one safetensors file; returns bytes."""
+        """Save only the tensors tuning changed (and the source image) as one safetensors file, written whole
+        (a temporary file moved into place) and only as a regular file; returns its size in bytes."""
+        from .files import write_atomic
+
         if not self.tuned:
             raise ValueError("nothing is tuned; call tune() first")
         tensors = {}
         for s in self.tuned:
             for n, p in self.cascade.unets[s].named_parameters():
                 if not torch.equal(p.detach().cpu(), self._pristine[s][n]):
-                    tensors[f"{s}/{n}"] = p.detach().contiguous()
+                    tensors[f"{s}/{n}"] = p.detach().cpu().contiguous()
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
         meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
-                "source_shape": json.dumps(self.source_shape)}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=meta)
+                "source_shape": json.dumps(self.source_shape),
+                "fingerprint": json.dumps({s: self.fingerprint(s) for s in self.tuned})}
+        path = write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "tuned file")
         return path.stat().st_size
 
     def _read_tuned(self, path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
-        """A tuned file's metadata and tensors, checked against this cascade; and the parameters they replace."""
+        """A tuned file's metadata and tensors, all checked against this cascade before anything changes; and the
+        parameters they replace."""
         from safetensors import safe_open
 
-        if not path.is_file():
-            raise FileNotFoundError(f"tuned file {path} does not exist")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        from .files import input_file
+
+        input_file(path, "tuned file")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error type for truncated or foreign files
+            raise ValueError(f"{path} cannot be read as a safetensors file ({e}); save it again with save_tuned") from e
         if meta.get("format") != FORMAT + "-tuned":
             raise ValueError(f"{path} is not a unitune_nb tuned file (format {meta.get('format')!r})")
-        tensors = load_file(str(path))
+        if "source" not in tensors or "stages" not in meta:
+            raise ValueError(f"{path} is incomplete (no source image or stage list); save it again with save_tuned")
         stages = tuple(json.loads(meta["stages"]))
         params = {s: dict(self.cascade.unets[s].named_parameters()) for s in stages if s in self.cascade.unets}
+        self._check_tuned_tensors(path, tensors, params)
+        saved = json.loads(meta.get("fingerprint", "{}"))
+        for s, fp in saved.items():
+            if s in params and fp != self.fingerprint(s):
+                raise ValueError(f"{path} was tuned from other weights of stage {s!r} than this cascade's (same shapes, "
+                                 "different values); load it onto the cascade it was tuned on")
+        return meta, tensors, params
+
+    @staticmethod
+    def _check_tuned_tensors(path: Path, tensors: dict[str, torch.Tensor], params: dict) -> None:
         for key, v in tensors.items():
             if key == "source":
                 continue
-            s, n = key.split("/", 1)
+            s, _, n = key.partition("/")
             if s not in params or n not in params[s] or params[s][n].shape != v.shape:
                 raise ValueError(f"{path} was tuned on a different cascade ({key} does not fit this one)")
-        return meta, tensors, params
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise ValueError(f"{path} holds NaN or infinite weights ({key}); tune again")
 
     def load_tuned(self, path: str | os.PathLike) -> None:
-        """Load a file from :meth:`save_tuned` onto the pristine weights of this cascade."""
+        """Load a file from :meth:`save_tuned` onto the pristine weights of this cascade: all of it or, when any
+        check fails (format, shapes, finite values, the weights it was tuned from), nothing."""
         path = Path(path)
         meta, tensors, params = self._read_tuned(path)
         self.reset()
