@@ -22,3 +22,13 @@ def cascade(text_encoder):
     from unitune_nb.cascade import Cascade
 
     return Cascade.from_pretrained(text_encoder=text_encoder)
+
+
+@pytest.fixture
+def ut(cascade):
+    """A UniTune on the shared cascade, put back to the pristine weights afterwards."""
+    from unitune_nb.tune import UniTune
+
+    u = UniTune(cascade)
+    yield u
+    u.reset()

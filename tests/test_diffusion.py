@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDPMScheduler
 
 from unitune_nb.adapters import PredEps, PredV, PredX0, ResidualAdapter, StageAdapter, prediction
 from unitune_nb.diffusion import guide, q_sample, sample, signal_fraction, start_timesteps, train_scheduler

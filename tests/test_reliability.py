@@ -14,13 +14,6 @@ from unitune_nb.tune import UniTune
 FAST = dict(stages=["base"], steps=2)
 
 
-@pytest.fixture
-def ut(cascade):
-    u = UniTune(cascade)
-    yield u
-    u.reset()
-
-
 @pytest.fixture(scope="module")
 def src_png(tmp_path_factory):
     p = tmp_path_factory.mktemp("src") / "src.png"

@@ -15,13 +15,6 @@ from unitune_nb.tune import UniTune
 FAST = dict(steps=3)
 
 
-@pytest.fixture
-def ut(cascade):
-    u = UniTune(cascade)
-    yield u
-    u.reset()
-
-
 @pytest.fixture(scope="module")
 def source():
     return world.render(world.random_scene(2), 128)

@@ -6,15 +6,7 @@ import pytest
 from PIL import Image
 
 from unitune_nb import world
-from unitune_nb.tune import UniTune
 from unitune_nb.widgets import Debouncer, Editor, png_bytes, uploaded_image
-
-
-@pytest.fixture
-def ut(cascade):
-    u = UniTune(cascade)
-    yield u
-    u.reset()
 
 
 @pytest.fixture
