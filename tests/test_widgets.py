@@ -129,3 +129,43 @@ def test_editor_displays_with_a_still_picture_for_pages_without_widgets(ed):
     ed.full_button.click()
     after = Image.open(io.BytesIO(base64.b64decode(ed._mimebundle()["image/png"])))
     assert after.size[0] > 2 * 192  # source, edit and mask
+
+
+def test_history_is_capped_and_cleared_by_a_new_source(ed, monkeypatch):
+    from unitune_nb import widgets
+
+    monkeypatch.setattr(widgets, "HISTORY", 3)
+    ed.interp.value = 0.0  # no reference sample: faster previews
+    ed.tune_button.click()
+    ed.history.clear()
+    ed.history_box.children = ()
+    ed._edits = 0
+    for i in range(6):
+        ed.seed.value = i + 1
+    assert len(ed.history) == len(ed.history_box.children) == 3
+    assert ed.history[0]["number"] == 4  # the oldest three dropped out
+    ed.history_box.children[0].children[1].click()  # restores what its button shows
+    assert ed.seed.value == 4 and ed.history[-1]["seed"] == 4
+    ed.set_source(world.render(world.random_scene(4), 128))
+    assert ed.history == [] and ed.history_box.children == () and ed.last is None
+    ed.seed.value = 99  # a slider move before re-tuning says so
+    assert "press Tune" in ed.status.value
+
+
+def test_text_boxes_update_on_enter_and_warnings_reach_the_panel(ed):
+    assert not ed.prompt.continuous_update and not ed.baseline.continuous_update
+    ed.tune_button.click()
+    ed.prompt.value = "at night"  # no rare token: the API's warning shows in the panel
+    assert "warning" in ed.status.value and "rare token" in ed.status.value
+
+
+def test_uploads_convert_like_the_api(ed):
+    import numpy as np
+
+    grey16 = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+    buf = io.BytesIO()
+    grey16.save(buf, format="PNG")
+    value = ({"name": "g.png", "type": "image/png", "size": 1, "content": memoryview(buf.getvalue())},)
+    ed._guard(lambda: ed.set_source(uploaded_image(value)))  # what the upload observer does
+    assert "16-bit" in ed.status.value
+    assert np.asarray(ed.ut.source).std() > 10  # not a white picture

@@ -30,6 +30,7 @@ from .tune import UniTune
 
 THUMB = 64  # px of a history thumbnail
 VIEW = 192  # px of the source / result / mask views
+HISTORY = 12  # edits kept in the history strip (the oldest drop out)
 
 
 def png_bytes(im: Image.Image, size: int = VIEW) -> bytes:
@@ -55,7 +56,7 @@ def uploaded_image(value) -> Image.Image | None:
             im.load()
     except Exception as e:  # PIL raises several types for broken files
         raise ValueError(f"{name} is not an image PIL can read ({e}); upload a PNG or JPEG") from e
-    return im.convert("RGB")
+    return im  # as uploaded: UniTune.set_source converts it (16-bit, transparency, ...) the way the API does
 
 
 class Debouncer:
@@ -119,7 +120,8 @@ class Editor:
         self.ut = ut or UniTune()
         self.save_dir = Path(save_dir)
         self.debouncer = Debouncer(debounce)
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # the settings of the last HISTORY edits, oldest first
+        self._edits = 0  # edits made since the source was set (numbers the history buttons)
         self.last = None  # the last EditResult shown
         self._tuned_key: tuple | None = None
         self._source_id = 0
@@ -148,16 +150,19 @@ class Editor:
         self.new_scene = W.Button(description="Render scene", icon="image")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         # tuning
-        self.rare_token = W.Text(value=self.ut.rare_token or RARE_TOKEN, description="rare token", style=style)
+        self.rare_token = W.Text(value=self.ut.rare_token or RARE_TOKEN, description="rare token", style=style,
+                                 continuous_update=False)
         self.tune_iters = W.IntText(value=self.ut.default_iters if tune_iters is None else tune_iters,
                                     description="iterations", style=style, layout=W.Layout(width="160px"))
         self.tune_button = W.Button(description="Tune", button_style="primary", icon="cogs")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="tuning", style=style)
         # editing
+        # text boxes report on Enter / leaving the box, not on every key (no previews of "at n")
         self.prompt = W.Text(value=f"{self.rare_token.value} at night", description="edit prompt", style=style,
-                             layout=W.Layout(width="420px"))
+                             layout=W.Layout(width="420px"), continuous_update=False)
         self.baseline = W.Text(value="", description="baseline prompt (prompt guidance)", style=style,
-                               placeholder="empty = classifier-free guidance", layout=W.Layout(width="420px"))
+                               placeholder="empty = classifier-free guidance", layout=W.Layout(width="420px"),
+                               continuous_update=False)
         self.guidance = W.FloatSlider(value=g0, min=0.0, max=10.0, step=0.5, description="guidance scale",
                                       continuous_update=False, style=style)
         self.t0 = W.FloatSlider(value=d["t0"], min=0.05, max=1.0, step=0.05, description="late start t0",
@@ -243,11 +248,19 @@ class Editor:
         self.status.value = f'<span style="color:{colour}">{_escape(text)}</span>'
 
     def _guard(self, fn: Callable[[], object]) -> None:
-        """Run a callback; any error becomes a message in the panel instead of killing the widget."""
+        """Run a callback; any error becomes a message in the panel instead of killing the widget, and warnings
+        (a prompt without the rare token, a picture outside the world) are added to the panel's message."""
+        import warnings
+
         try:
-            fn()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn()
         except Exception as e:  # noqa: BLE001 - the panel must survive every user error
             self.message(f"{type(e).__name__}: {e}", error=True)
+            return
+        for w in dict.fromkeys(str(w.message) for w in caught):
+            self.status.value += f'<br><span style="color:#a15c00">warning: {_escape(w)}</span>'
 
     # ------------------------------------------------------------------ source and tuning
     def _show_source(self) -> None:
@@ -257,6 +270,10 @@ class Editor:
         notes = self.ut.set_source(image)
         self._source_id += 1
         self._show_source()
+        self.history.clear()  # edits of another picture
+        self.history_box.children = ()
+        self._edits = 0
+        self.last = None
         self.message("new source" + (f" ({'; '.join(notes)})" if notes else "") + ": press Tune")
 
     def render_scene(self) -> None:
@@ -301,8 +318,11 @@ class Editor:
 
     def request_preview(self) -> None:
         """Schedule a base-stage preview of the current settings (debounced)."""
-        if self._holding or self._tuned_key is None or self.needs_tuning:
-            return  # holding, or nothing to preview with yet (Tune first)
+        if self._holding:
+            return
+        if self._tuned_key is None or self.needs_tuning:  # nothing to preview with yet
+            self.message("the source or rare token changed since tuning: press Tune to tune on it")
+            return
         self.debouncer(lambda gen: self._guard(lambda: self.edit(full=False, generation=gen)))
 
     def edit(self, full: bool = False, generation: int | None = None):
@@ -329,24 +349,28 @@ class Editor:
         return res
 
     def _add_history(self, res, s: dict, full: bool) -> None:
-        entry = dict(s, full=full)
+        self._edits += 1
+        entry = dict(s, full=full, number=self._edits)
         self.history.append(entry)
-        n = len(self.history)
         thumb = W.Image(value=png_bytes(res.image, THUMB), format="png", width=THUMB, height=THUMB)
         label = s["prompt"].replace(self.rare_token.value, "").strip()[:14] or "edit"
-        b = W.Button(description=f"{n}: {label}", tooltip=str(s), layout=W.Layout(width=f"{THUMB + 40}px"))
-        b.on_click(lambda _, i=n - 1: self._guard(lambda: self.restore(i)))
-        self.history_box.children = tuple(self.history_box.children) + (W.VBox([thumb, b]),)
+        b = W.Button(description=f"{self._edits}: {label}", tooltip=str(s), layout=W.Layout(width=f"{THUMB + 40}px"))
+        b.on_click(lambda _, e=entry: self._guard(lambda: self._restore_entry(e)))
+        self.history_box.children = (tuple(self.history_box.children) + (W.VBox([thumb, b]),))[-HISTORY:]
+        if len(self.history) > HISTORY:  # keep the entries the strip shows
+            self.history[:] = self.history[-HISTORY:]
 
     def restore(self, index: int) -> None:
-        """Put the settings of history entry ``index`` back on the controls (and preview them)."""
-        e = self.history[index]
+        """Put the settings of history entry ``index`` (0 = the oldest kept) back on the controls, and preview."""
+        self._restore_entry(self.history[index])
+
+    def _restore_entry(self, e: dict) -> None:
         with self._quiet():
             self.prompt.value, self.baseline.value = e["prompt"], e["baseline_prompt"] or ""
             self.guidance.value, self.t0.value, self.interp.value = e["guidance_scale"], e["t0"], e["interpolation"]
             self.mask_from.value = e["mask_from"]
             self.seed.value = e["seed"]
-        self.message(f"restored edit {index + 1}")
+        self.message(f"restored edit {e['number']}")
         self.request_preview()
 
     @contextlib.contextmanager
