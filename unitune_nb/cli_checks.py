@@ -38,7 +38,8 @@ def _floats(name: str, text: str | None) -> list[float] | None:
 def _weights(a: argparse.Namespace) -> None:
     w = getattr(a, "weights", None)
     if w is not None and not Path(w).is_dir():
-        raise FileNotFoundError(f"--weights {w}: no such folder; give a cascade folder (unitune-nb train --out ...)")
+        raise FileNotFoundError(f"--weights {w}: no such folder, so not a unitune_nb cascade folder; give one written "
+                                "by `unitune-nb train --out` or `export`")
 
 
 def _edit_settings(a: argparse.Namespace, mask=None) -> None:
