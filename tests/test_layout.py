@@ -162,3 +162,23 @@ def test_notebooks_read_shipped_data_and_pin_one_install():
         installs |= {c for c in code if "pip install" in c}
     assert len(installs) == 1, "the notebooks' install cells differ"
     assert f"@v{unitune_nb.__version__}" in installs.pop()
+
+
+def test_notebooks_stay_small_and_each_figure_is_explained():
+    """Notebook files stay small (under 1.5 MB together, no saved widget state: the editor's output carries a
+    still picture), and every code cell that draws a figure is followed by a "What to notice" paragraph."""
+    import json
+
+    notebooks = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
+    assert sum(nb.stat().st_size for nb in notebooks) < 1.5e6, "the notebooks together exceed 1.5 MB"
+    for nb in notebooks:
+        data = json.loads(nb.read_text())
+        assert "widgets" not in data["metadata"], f"{nb.name} saved widget state: strip metadata.widgets"
+        cells = data["cells"]
+        for i, c in enumerate(cells):
+            drawn = any(k in o.get("data", {}) for o in c.get("outputs", []) for k in ("image/png", "image/jpeg"))
+            widget = any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", []))
+            if c["cell_type"] != "code" or not drawn or widget:
+                continue
+            after = "".join("".join(d["source"]) for d in cells[i + 1:i + 3] if d["cell_type"] == "markdown")
+            assert "What to notice" in after, f"{nb.name} cell {i}: a figure without 'What to notice' below it"

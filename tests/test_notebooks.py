@@ -37,3 +37,17 @@ def test_notebook_01_fails_when_sr1_samples_with_the_wrong_scheduler(monkeypatch
     monkeypatch.setattr(Cascade, "adapter", lambda self, stage: right(self, "base" if stage == "sr1" else stage))
     with pytest.raises(AssertionError, match="sr1 at level 0 should beat bicubic"):
         run_cells("01_cascade_anatomy.ipynb")
+
+
+def test_notebook_03_fails_when_tuning_writes_nothing(monkeypatch):
+    """If tuning stops storing the picture (here: every optimiser step has learning rate 0), notebook 03's check
+    that the rare token alone redraws the source fails before any guidance demo is shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unitune_nb import tune
+
+    right = tune.make_optimizer
+    monkeypatch.setattr(tune, "make_optimizer", lambda name, params, lr: right(name, params, 0.0))
+    with pytest.raises(AssertionError, match="'beikkpic' alone"):
+        run_cells("03_cfg_vs_prompt_guidance.ipynb")

@@ -1,4 +1,4 @@
-"""The methods UniTune is compared with (UniTune paper, Sec. 4.2), in the same engine.
+"""The methods UniTune is compared with (UniTune paper, Sec. 4), in the same engine.
 
 Every baseline edits through :meth:`UniTune.edit`, so sampling, guidance and seeds are shared and
 the comparison is fair:

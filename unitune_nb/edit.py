@@ -1,4 +1,4 @@
-"""UniTune's edit (Sec. 3.2), in numbered steps like a diffusers pipeline's ``__call__``.
+"""UniTune's edit (Sec. 3), in numbered steps like a diffusers pipeline's ``__call__``.
 
 1. **check inputs**: the prompt, the :class:`~unitune_nb.settings.EditSettings` (once, in one place), the
    stages, a user mask;

@@ -1,8 +1,8 @@
 """Edit and tuning settings, checked in one place, and the one home of every model's defaults.
 
-:class:`EditSettings` holds the knobs of one UniTune edit (Sec. 3.2: guidance scale, prompt guidance's
+:class:`EditSettings` holds the knobs of one UniTune edit (Sec. 3: guidance scale, prompt guidance's
 baseline prompt, the late start ``t0``, interpolation and its mask, seed, steps); :class:`TuneSettings`
-those of the rare-token fine-tuning (Sec. 3.1: iterations, batch, learning rate, optimiser).
+those of the rare-token fine-tuning (Sec. 3: iterations, batch, learning rate, optimiser).
 :data:`MODEL_DEFAULTS` gives each model family its defaults; the engine, the CLI, the editor, the
 benchmarks and the notebooks all read them from here (:func:`defaults_for`).  The embedded model's edit
 defaults and iteration count were chosen on its edit benchmark (docs/benchmarks.md); the real models
@@ -114,7 +114,7 @@ class EditSettings:
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """Rare-token fine-tuning settings (Sec. 3.1): optimiser steps per stage, batch (the pair duplicated),
+    """Rare-token fine-tuning settings (Sec. 3): optimiser steps per stage, batch (the pair duplicated),
     learning rate, optimiser ("adafactor" as the paper, or "adamw"), which weights train ("most": the U-Net
     body; "all"; "attention"; or a function of the parameter name), the SR stages' augmentation levels and
     whether they tune on random half-size crops as they were trained."""

@@ -1,12 +1,12 @@
 """UniTune: fine-tune the cascade on one image under a rare token, then edit by sampling.
 
-Step 1 (UniTune Sec. 3.1): fine-tune the base stage and the first super-resolution stage on the
+Step 1 (UniTune Sec. 3): fine-tune the base stage and the first super-resolution stage on the
 pair (source image, rare token), the pair duplicated into a batch, the text encoder frozen.  The SR
 stage sees its low-res input noise-augmented as in its training.  The last stage is left untuned.
 How many iterations, which optimiser and learning rate: :class:`~unitune_nb.settings.TuneSettings`, per
 model family in :data:`~unitune_nb.settings.MODEL_DEFAULTS`.
 
-Step 2 (Sec. 3.2): sample "rare token + edit prompt" from the tuned model (:mod:`unitune_nb.edit`).
+Step 2 (Sec. 3): sample "rare token + edit prompt" from the tuned model (:mod:`unitune_nb.edit`).
 
 The tuned weights live in memory; the pristine ones are kept aside, so ``reset()`` is a copy and
 a new image can be tuned at once.
@@ -81,7 +81,7 @@ def _select(name: str, trainable: str | Callable[[str], bool]) -> bool:
 
 
 def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The tuning optimiser: ``"adafactor"`` (transformers' Adafactor, the paper's choice, Sec. 3.1: small
+    """The tuning optimiser: ``"adafactor"`` (transformers' Adafactor, the paper's choice, Sec. 3: small
     optimiser state for a large model) or ``"adamw"`` (torch's AdamW, its fused kernel where the torch
     build has one: one kernel for all parameters, faster on a small model).  No weight decay: the tuning
     should move the weights towards the source, nothing else."""

@@ -2,7 +2,7 @@
 
 ``Editor(ut)`` (or :func:`unitune_nb.editor`) shows a source picker (a world scene by seed, or an
 uploaded picture), the rare token and a Tune button with a progress bar, the edit prompt, sliders
-for the three knobs of UniTune (guidance scale, Sec. 3; late start t0 and interpolation, Sec. 3.1),
+for the three knobs of UniTune (guidance scale, late start t0 and interpolation; Sec. 3),
 an optional baseline prompt (prompt guidance), the seed, and the result beside the source with the
 estimated edit mask.  Moving a slider runs a fast base-stage preview, debounced so that dragging
 does not queue work; "Full resolution" runs the whole cascade.  Every edit lands in a history

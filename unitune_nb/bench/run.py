@@ -49,7 +49,7 @@ def method_settings(m, defaults: dict, rare_token: str) -> dict:
 def sdedit_rows(rows: Sequence, t0s: Sequence[float] | None) -> list:
     """``rows`` with the SDEdit row (if any) replaced by one row per start in ``t0s``, named
     "SDEdit (t0 0.6)" and so on: SDEdit's only knob is its start, so the fair comparison is its whole
-    curve, not one point that follows the engine's t0 (UniTune paper, Sec. 4.2: the SDEdit comparison)."""
+    curve, not one point that follows the engine's t0 (UniTune paper, Sec. 4: the SDEdit comparison)."""
     if not t0s:
         return list(rows)
     bad = [t for t in t0s if not 0.0 < t < 1.0]
