@@ -6,6 +6,7 @@ Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook|cla
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync"]
 CELLS = [
     "import torch\ntorch.set_num_threads(1)\nfrom unitune_nb import UniTune\nfrom unitune_nb.widgets import Editor",
-    "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=4, debounce=0.1)\ned",
+    "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=500)\ned",
 ]
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
@@ -81,6 +82,31 @@ def run_all(page, shot: Path, js: dict, timeout: float = 300.0) -> None:
     raise TimeoutError(f"the editor did not appear within {timeout:.0f} s")
 
 
+def button(page, text: str):
+    """The widget button whose label is exactly ``text`` (its icon makes the accessible name differ)."""
+    return page.locator("button").filter(has_text=re.compile(rf"^\s*{re.escape(text)}\s*$"))
+
+
+BUSY = ("[...document.querySelectorAll('button')].filter(b => ['Full resolution', 'Save', 'Tune']"
+        ".includes(b.innerText.trim()) && b.disabled).length")
+
+
+def tune_then_cancel(page) -> dict:
+    """Click Tune (500 iterations: minutes), see the panel busy and the progress move, click Cancel."""
+    button(page, "Tune").click()
+    wait_js(page, "document.body.innerText.includes('Cancel stops it')", 60)
+    out = {"busy_buttons_disabled": wait_js(page, BUSY, 30)}
+    time.sleep(2.0)  # a few steps run, while the page stays responsive
+    t = time.monotonic()
+    button(page, "Cancel").click()
+    wait_js(page, "document.body.innerText.includes('tuning cancelled after')", 60)
+    out["cancel_seconds"] = round(time.monotonic() - t, 2)
+    out["cancel_status"] = page.evaluate("[...document.querySelectorAll('.widget-html')].map(e => e.innerText)"
+                                         ".find(t => t.includes('cancelled'))")
+    out["idle_after_cancel"] = page.evaluate(BUSY) == 0
+    return out
+
+
 def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -123,7 +149,12 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
             wait_js(page, js["idle"], 120)
             run_all(page, shot, js)
             before = page.evaluate(SRC)
-            page.get_by_role("button", name="Tune").click()
+            res.update(tune_then_cancel(page))
+            iters = page.locator(".widget-inline-hbox:has-text('iterations') input").first
+            iters.fill("4")
+            iters.press("Enter")
+            time.sleep(1.0)
+            button(page, "Tune").click()
             wait_js(page, "document.body.innerText.includes('tuned in')", 300)
             after_tune = wait_js(page, f"{SRC} !== {json.dumps(before)} && {SRC}", 120)
             res["image_changed_after_tune"] = after_tune != before
@@ -136,6 +167,12 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
             page.mouse.up()
             after_slider = wait_js(page, f"{SRC} !== {json.dumps(after_tune)} && {SRC}", 120)
             res["image_changed_after_slider"] = after_slider != after_tune
+            button(page, "Full resolution").click()
+            wait_js(page, "document.body.innerText.includes('full resolution (128 px)')", 120)
+            button(page, "Save").click()
+            wait_js(page, "document.body.innerText.includes('saved ')", 60)
+            res["download_link"] = wait_js(page, "document.querySelector('a[download]')?.getAttribute('href')"
+                                                 "?.slice(0, 22)", 30)
             res["status"] = wait_js(page, "Array.from(document.querySelectorAll('.widget-html'))"
                                           ".map(e => e.innerText).join(' | ')", 10)
             shot.parent.mkdir(parents=True, exist_ok=True)

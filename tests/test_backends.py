@@ -191,7 +191,7 @@ def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
     from unitune_nb.widgets import Editor
 
     ut = UniTune(sd_cascade)
-    e = Editor(ut, debounce=0, save_dir=tmp_path)
+    e = Editor(ut, save_dir=tmp_path)
     from unitune_nb.settings import defaults_for
 
     d = defaults_for(sd_cascade).edit.as_dict()

@@ -1,7 +1,7 @@
 """The live editor in a real browser: JupyterLab 4, Notebook 7 and the classic Notebook (nbclassic) on localhost, Debian Chromium driven by Playwright.
 
-tests/browser_editor.py runs the editor notebook, clicks Tune, moves a slider and reports whether
-the displayed edit changed.  Skips cleanly where Chromium or Playwright is missing (CI installs
+tests/browser_editor.py runs the editor notebook, clicks Tune and Cancel (the panel busy meanwhile), tunes,
+moves a slider, renders at full resolution and saves, and reports what the page showed.  Skips cleanly where Chromium or Playwright is missing (CI installs
 both).  Set UNITUNE_EDITOR_SCREENSHOT=docs/editor.png to keep the screenshot.
 """
 import json
@@ -29,6 +29,9 @@ def test_editor_tunes_and_slider_changes_the_image_in_chromium(tmp_path, app):
                          timeout=600, check=False, env=env, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["busy_buttons_disabled"] == 3, "while tuning, Tune / Full resolution / Save should be disabled"
+    assert "cancelled after" in res["cancel_status"] and res["idle_after_cancel"] and res["cancel_seconds"] < 20
     assert res["image_changed_after_tune"] and res["image_changed_after_slider"]
+    assert res["download_link"] == "data:image/png;base64,"  # Save's link carries the full-resolution PNG
     assert "tuned" in res["status"] or "preview" in res["status"]
     assert res["screenshot_bytes"] > 5_000

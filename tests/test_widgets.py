@@ -6,12 +6,12 @@ import pytest
 from PIL import Image
 
 from unitune_nb import world
-from unitune_nb.widgets import Debouncer, Editor, png_bytes, uploaded_image
+from unitune_nb.widgets import Editor, png_bytes, uploaded_image
 
 
 @pytest.fixture
 def ed(ut, tmp_path):
-    e = Editor(ut, debounce=0, save_dir=tmp_path / "edits", tune_iters=3)
+    e = Editor(ut, save_dir=tmp_path / "edits", tune_iters=3)
     e.guidance.value = 3.0
     return e
 
@@ -74,27 +74,6 @@ def test_errors_show_in_the_panel(ed, tmp_path):
     ed.rare_token.value = ""
     ed.tune_button.click()
     assert "rare_token" in ed.status.value and "#b00020" in ed.status.value
-
-
-def test_debounce_runs_only_the_newest_preview(ut, tmp_path):
-    e = Editor(ut, debounce=0.3, save_dir=tmp_path, tune_iters=2)
-    e.tune_button.click()
-    e.debouncer.wait()
-    ran = e.debouncer.ran
-    for g in (2.0, 4.5, 7.0):  # a drag: three values in quick succession
-        e.guidance.value = g
-    e.debouncer.wait()
-    assert e.debouncer.ran == ran + 1
-    assert e.history[-1]["guidance_scale"] == 7.0
-
-
-def test_debouncer_drops_stale_requests():
-    d = Debouncer(0.05)
-    seen = []
-    for i in range(5):
-        d(lambda gen, i=i: seen.append(i))
-    d.wait()
-    assert seen == [4] and d.ran == 1
 
 
 def test_upload_formats_of_ipywidgets_7_and_8():
@@ -169,3 +148,116 @@ def test_uploads_convert_like_the_api(ed):
     ed._guard(lambda: ed.set_source(uploaded_image(value)))  # what the upload observer does
     assert "16-bit" in ed.status.value
     assert np.asarray(ed.ut.source).std() > 10  # not a white picture
+
+
+def _upload_value(im: Image.Image, name: str = "m.png") -> tuple:
+    import datetime
+
+    return ({"name": name, "type": "image/png", "size": 1, "content": memoryview(_png(im)),
+             "last_modified": datetime.datetime.now()},)
+
+
+def test_tuning_is_a_job_that_cancel_stops_and_leaves_the_model_pristine(ed):
+    """In a kernel (a running event loop) Tune returns at once and tunes one step per loop turn: the panel is
+    busy (buttons disabled, Cancel enabled) and a Cancel click between steps stops it, back to pristine weights."""
+    import asyncio
+    import threading
+
+    import torch
+
+    pristine = {n: p.detach().clone() for n, p in ed.ut.cascade.unets["base"].named_parameters()}
+    threads = threading.active_count()
+    ed.tune_iters.value = 50
+
+    async def click_tune_then_cancel():
+        job = ed.tune()
+        assert job.running and job.count == 0  # nothing ran yet: the click's callback returned at once
+        assert ed.busy == "tuning" and ed.tune_button.disabled and ed.full_button.disabled
+        assert not ed.cancel_button.disabled
+        while job.count < 3:
+            await asyncio.sleep(0)  # the kernel handles other messages between steps
+        ed.guidance.value = 5.0  # a slider move during tuning does not preview
+        ed.cancel_button.click()
+        return job
+
+    job = asyncio.run(click_tune_then_cancel())
+    assert job.state == "cancelled" and 3 <= job.count < 100
+    assert "cancelled" in ed.status.value and "pristine" in ed.status.value
+    assert ed.busy is None and not ed.tune_button.disabled and ed.cancel_button.disabled
+    assert ed.ut.tuned == () and ed.needs_tuning and ed.last is None
+    assert all(torch.equal(p, pristine[n]) for n, p in ed.ut.cascade.unets["base"].named_parameters())
+    assert threading.active_count() == threads  # no thread was started
+
+    async def click_tune_then_wait():
+        ed.tune_iters.value = 2
+        ed.tune_button.click()
+        ed.wait()  # what a notebook cell does after clicking Tune
+        return ed.last
+
+    assert asyncio.run(click_tune_then_wait()) is not None and not ed.needs_tuning  # tuned, then a preview
+
+
+def test_busy_while_editing_and_a_second_full_click_does_not_render_again(ed, monkeypatch):
+    ed.tune_button.click()
+    seen = []
+    edit = ed.ut.edit
+
+    def watch(*a, **kw):
+        seen.append((ed.busy, ed.full_button.disabled, ed.save_button.disabled, "working" in ed.status.value))
+        return edit(*a, **kw)
+
+    monkeypatch.setattr(ed.ut, "edit", watch)
+    ed.full_button.click()
+    assert seen == [("full resolution", True, True, True)]
+    assert not ed.full_button.disabled and ed.busy is None and ed.last.image.width == 128
+    n = len(ed.history)
+    ed.full_button.click()  # a double click: the second arrives after the first render
+    assert len(seen) == 1 and len(ed.history) == n and "already shown" in ed.status.value
+
+
+def test_save_writes_full_resolution_with_a_download_link(ed, tmp_path):
+    import base64
+
+    ed.tune_button.click()
+    assert ed.last.image.width == 32  # a preview is shown
+    path = ed.save()
+    with Image.open(path) as im:
+        assert im.size == (128, 128) and "unitune_nb" in im.text  # rendered at full resolution, settings inside
+    assert ed.history[-1]["full"] and path.parent == tmp_path / "edits"
+    link = ed.download.value
+    assert f'download="{path.name}"' in link and "data:image/png;base64," in link
+    assert base64.b64decode(link.split("base64,")[1].split('"')[0]) == path.read_bytes()
+
+
+def test_save_tuned_model_button(ed, tmp_path):
+    ed.save_tuned_button.click()
+    assert "press Tune" in ed.status.value and "#b00020" in ed.status.value
+    ed.tune_button.click()
+    ed.save_tuned_button.click()
+    path = tmp_path / "edits" / "tuned_beikkpic.safetensors"
+    assert path.is_file() and "saved the tuned model" in ed.status.value and str(path.resolve()) in ed.download.value
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["rare_token"] == "beikkpic" and "source" in f.keys()
+
+
+def test_a_mask_upload_limits_the_edit_and_no_mask_estimates_again(ed):
+    import numpy as np
+
+    ed.tune_button.click()
+    ed.prompt.value = "beikkpic on snow"
+    m = Image.new("L", (128, 128), 0)
+    m.paste(255, (0, 64, 128, 128))  # the lower half may change
+    ed.mask_upload.value = _upload_value(m)  # what an upload does (ipywidgets 8's value)
+    assert ed.user_mask is not None and not ed.clear_mask.disabled and "your mask" in ed.status.value
+    res, h = ed.last, ed.last.mask.shape[0] // 2  # a 32 px preview
+    assert np.allclose(res.mask[:h], 0) and np.allclose(res.mask[h:], 1)
+    assert np.abs(np.asarray(res.image, float)[:h] - np.asarray(res.source, float)[:h]).max() <= 1  # the source's
+    ed.clear_mask.click()
+    assert ed.user_mask is None and ed.clear_mask.disabled and not np.allclose(ed.last.mask[h:], 1)
+    bad = dict(_upload_value(m, "x.txt")[0], content=memoryview(b"not an image"))
+    ed.mask_upload.value = (bad,)  # a file that is no image: a message, no mask
+    assert "x.txt" in ed.status.value and "#b00020" in ed.status.value and ed.user_mask is None
+    ed._guard(lambda: ed.set_mask(np.full((8, 8), 2.0)))  # float values above 1: the API refuses
+    assert "[0, 1]" in ed.status.value and "#b00020" in ed.status.value and ed.user_mask is None
