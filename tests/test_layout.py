@@ -182,3 +182,16 @@ def test_notebooks_stay_small_and_each_figure_is_explained():
                 continue
             after = "".join("".join(d["source"]) for d in cells[i + 1:i + 3] if d["cell_type"] == "markdown")
             assert "What to notice" in after, f"{nb.name} cell {i}: a figure without 'What to notice' below it"
+
+
+def test_a_plain_install_ships_every_subpackage():
+    """A non-editable install (Colab's `pip install git+...`) gets every package folder, not only the top one."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = PACKAGE.parent
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = set(find_packages(str(root), include=cfg["packages"]["find"]["include"]))
+    folders = {".".join(p.parent.relative_to(root).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert folders <= shipped, f"not installed by a plain pip install: {sorted(folders - shipped)}"
