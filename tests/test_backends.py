@@ -198,3 +198,18 @@ def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
     assert e.t0.value == pytest.approx(d["t0"]) and e.interp.value == pytest.approx(d["interpolation"])
     assert e.mask_from.value == ut.edit_defaults["mask_from"] == "source"  # what ut.edit uses when not told
     assert e.tune_iters.value == ut.default_iters == 128  # the paper's count for real models
+
+
+@pytest.mark.parametrize("which", ["if", "sd"])
+def test_lora_tuning_on_real_model_classes(which, if_cascade, sd_cascade, source):
+    """method="lora" on diffusers' IF and SD U-Nets (tiny stand-ins): only attention projections change, the
+    names stay, and reset is exact."""
+    c = if_cascade if which == "if" else sd_cascade
+    ut = UniTune(c)
+    pristine = _params(c.unets["base"])
+    ut.tune(source, stages=["base"], iters=3, lr=1e-2, progress=False, method="lora", lora_rank=2)
+    now = _params(c.unets["base"])
+    changed = [n for n in now if not torch.equal(now[n], pristine[n])]
+    assert set(now) == set(pristine) and changed and all(".attn" in n or "attention" in n for n in changed)
+    ut.reset()
+    assert all(torch.equal(p, pristine[n]) for n, p in c.unets["base"].named_parameters())

@@ -45,6 +45,7 @@ def _cli(capsys, *args):
     (["edit", "{src}", "at night", "--load-tuned", "{tmp}/none.safetensors"], "does not exist"),
     (["edit", "{src}", "at night", "--tune-stages", "base,sr9"], "unknown stage"),
     (["edit", "{src}", "at night", "--lr", "0"], "--lr must be a finite number > 0"),
+    (["edit", "{src}", "at night", "--tune-method", "lora", "--lora-rank", "0"], "--lora-rank must be >= 1"),
     (["edit", "{src}", "  "], "prompt is empty"),
     (["eval", "--n", "0"], "--n must be >= 1"),
     (["eval", "--guidance-sweep", "1,x"], "comma-separated"),
@@ -178,3 +179,15 @@ def test_save_tuned_writes_only_regular_files_and_whole(ut, tmp_path):
         ut.save_tuned(tmp_path)
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
     assert path.stat().st_size > 0
+
+
+def test_files_written_whole_get_ordinary_permissions(tmp_path):
+    """write_atomic's temporary file is private (0600) while written; the finished file gets what open() would give."""
+    import os
+
+    from unitune_nb.files import write_atomic
+
+    path = write_atomic(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_bytes() == b"x" and (path.stat().st_mode & 0o777) == 0o666 & ~umask

@@ -296,3 +296,47 @@ def test_tune_warns_when_the_picture_is_outside_the_world(ut, source):
         report = ut.tune(photo, stages=("base",), iters=16, progress=False)
     assert any("notebook 07" in n for n in report.notes)
     ut.reset()
+
+
+@pytest.mark.parametrize("method", ["attention", "lora"])
+def test_tuning_methods_change_only_their_weights_and_reset_exactly(ut, cascade, source, method):
+    """method="attention" trains the attention layers only; "lora" a low-rank delta on the attention projections
+    (peft), folded into the weights when the loop ends: the U-Net keeps its parameter names, reset is exact."""
+    from unitune_nb.tune import LORA_TARGETS
+
+    pristine = _params(cascade, "base")
+    rep = ut.tune(source, stages=("base",), iters=12, lr=1e-3, optimizer="adamw", progress=False, method=method)
+    now = _params(cascade, "base")
+    assert set(now) == set(pristine)  # no peft layer left behind
+    changed = {n for n in now if not torch.equal(now[n], pristine[n])}
+    assert changed and all(".attentions." in n for n in changed)
+    if method == "lora":
+        assert all(any(f".{t}." in n for t in LORA_TARGETS) and n.endswith(".weight") for n in changed)
+        assert rep.trainable_params["base"] < 0.02 * sum(p.numel() for p in pristine.values())
+    assert ut.edit("beikkpic", stages=["base"], **FAST).image.size == (32, 32)
+    ut.reset()
+    assert _same(pristine, _params(cascade, "base"))
+
+
+def test_an_interrupted_lora_tune_drops_the_adapter(ut, cascade, source, monkeypatch):
+    pristine = _params(cascade, "base")
+    real, calls = cascade.loss, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cascade, "loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ut.tune(source, stages=("base",), iters=10, progress=False, method="lora")
+    assert _same(pristine, _params(cascade, "base")) and ut.tuned == ()
+    assert not getattr(cascade.unets["base"], "peft_config", None)
+
+
+def test_bad_tuning_method(ut, source):
+    with pytest.raises(ValueError, match="method must be one of"):
+        ut.tune(source, method="dora", progress=False)
+    with pytest.raises(ValueError, match="lora_rank"):
+        ut.tune(source, method="lora", lora_rank=0, progress=False)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import cli_checks as checks
-from .settings import MASK_FROM, RARE_TOKEN, SWEEP_GRID
+from .settings import MASK_FROM, RARE_TOKEN, SWEEP_GRID, TUNE_METHODS
 
 
 def _threads(n: int | None) -> None:
@@ -214,7 +214,7 @@ def cmd_edit(a: argparse.Namespace) -> None:
         _load_tuned(ut, a)
     else:
         report = ut.tune(a.source, rare_token=a.rare_token, iters=a.iters, lr=a.lr, seed=a.seed,
-                         stages=tuple(a.tune_stages.split(",")))
+                         stages=tuple(a.tune_stages.split(",")), method=a.tune_method, lora_rank=a.lora_rank)
         for note in report.notes:
             print(f"note: source image {note}")
         print(report)
@@ -330,6 +330,9 @@ def _add_edit_and_demo(sub) -> None:
     ed.add_argument("--rare-token", default=RARE_TOKEN)
     ed.add_argument("--lr", type=float, default=None, help="tuning learning rate (default: the model's)")
     ed.add_argument("--tune-stages", default="base,sr1", help="comma-separated stages to tune")
+    ed.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
+                    help="full (default), attention (attention layers only) or lora (a low-rank delta, via peft)")
+    ed.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
     ed.add_argument("--mask", default=None, help="image whose white part may change (confines the edit)")
     ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
     ed.add_argument("--load-tuned", default=None, help="skip tuning: load a file from --save-tuned")

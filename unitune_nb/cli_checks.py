@@ -75,6 +75,7 @@ def check_edit(a: argparse.Namespace) -> None:
         mask_to_tensor(a.mask, 32)  # readable, and values that mean something
     _edit_settings(a)
     _positive("--lr", a.lr, integer=False)
+    _positive("--lora-rank", a.lora_rank)
     if not a.rare_token.strip():
         raise ValueError("--rare-token is empty; give a nonsense word such as 'beikkpic'")
     bad = [s for s in a.tune_stages.split(",") if s not in STAGES]

@@ -67,6 +67,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], what: s
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's private 0600
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

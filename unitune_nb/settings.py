@@ -19,6 +19,7 @@ RARE_TOKEN = "beikkpic"  # the paper's rare token
 MASK_FROM = ("reconstruction", "source")
 OPTIMIZERS = ("adafactor", "adamw")
 TRAINABLE = ("most", "all", "attention")
+TUNE_METHODS = ("full", "attention", "lora")  # every weight of `trainable`; attention only; a low-rank (LoRA) delta
 MASK_TYPES = "a path, a PIL image, a NumPy array or a torch tensor"
 
 
@@ -126,6 +127,8 @@ class TuneSettings:
     trainable: str | Callable[[str], bool] = "most"
     max_noise_level: int = 350
     sr_crops: bool = True
+    method: str = "full"  # "full" (the weights `trainable` selects), "attention" (attention layers only), "lora"
+    lora_rank: int = 4  # the rank of the LoRA delta on the attention projections (method "lora")
 
     def check(self) -> TuneSettings:
         check_int("iters", self.iters, 1)
@@ -134,6 +137,9 @@ class TuneSettings:
         _number("lr", self.lr, 0, math.inf, low_open=True)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_int("lora_rank", self.lora_rank, 1)
+        if self.method not in TUNE_METHODS:
+            raise ValueError(f"method must be one of {TUNE_METHODS}, got {self.method!r}")
         if not callable(self.trainable) and self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE} or a function of the parameter name")
         return self

@@ -34,6 +34,9 @@ from .images import read_image, square_image, to_tensor
 from .settings import (EDIT_DEFAULTS, MASK_FROM, OPTIMIZERS, RARE_TOKEN, TRAINABLE, EditSettings, ModelDefaults,
                        TuneSettings, defaults_for)
 
+LORA_ADAPTER = "unitune"  # the peft adapter's name while a LoRA delta is tuned
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections a LoRA delta adapts
+
 __all__ = ["EDIT_DEFAULTS", "MASK_FROM", "OPTIMIZERS", "RARE_TOKEN", "TRAINABLE", "EditResult", "TuneReport", "TuneStep",
            "UniTune", "make_optimizer"]
 
@@ -108,6 +111,7 @@ class UniTune:
     def __init__(self, cascade: Cascade | None = None):
         self.cascade = cascade or Cascade.from_pretrained()
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
+        self._trained_sizes: dict[str, int] = {}  # parameters trained per stage in the last tune
         self.source: Image.Image | None = None
         self.source_shape: tuple[int, int] | None = None  # the source's size before squaring (a user mask may have it)
         self.rare_token: str | None = None
@@ -181,6 +185,7 @@ class UniTune:
 
     @torch.no_grad()
     def _restore(self, stage: str) -> None:
+        self._merge_lora(stage, keep=False)
         self.version += 1
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
@@ -204,17 +209,20 @@ class UniTune:
     def tune_steps(self, image=None, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None,
                    iters: int | None = None, batch_size: int | None = None, lr: float | None = None,
                    optimizer: str | None = None, trainable: str | Callable[[str], bool] | None = None, seed: int = 0,
-                   max_noise_level: int | None = None, sr_crops: bool | None = None) -> Iterator[TuneStep]:
+                   max_noise_level: int | None = None, sr_crops: bool | None = None, method: str | None = None,
+                   lora_rank: int | None = None) -> Iterator[TuneStep]:
         """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
 
         Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
         non-finite loss puts the stage being tuned back to its pristine weights before the error
         propagates, so the model stays usable.  Always starts from the pristine weights.  Options left at
-        ``None`` take the model's :class:`TuneSettings` (:meth:`tune_settings`).
+        ``None`` take the model's :class:`TuneSettings` (:meth:`tune_settings`); ``method`` is "full",
+        "attention" (attention layers only) or "lora" (a rank-``lora_rank`` delta through peft, folded into the
+        weights when the stage's loop ends).
         """
         stages = self._tune_stages(stages)
         cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable,
-                                 max_noise_level=max_noise_level, sr_crops=sr_crops)
+                                 max_noise_level=max_noise_level, sr_crops=sr_crops, method=method, lora_rank=lora_rank)
         self.start_tuning(image, rare_token)
         self.rare_token = rare_token
         text = self.cascade.encode([rare_token] * cfg.batch_size)
@@ -237,9 +245,7 @@ class UniTune:
         """One stage's tuning loop: ``loss = E||f(x_t, t, rare token) - target||^2``, one optimiser step each."""
         self.cascade.prepare_tuning(stage)
         self._snapshot(stage)
-        params = [p for n, p in self.cascade.unets[stage].named_parameters() if _select(n, cfg.trainable)]
-        if not params:
-            raise ValueError(f"trainable={cfg.trainable!r} selects no parameter of stage {stage!r}")
+        params = self._trainable(stage, cfg)
         opt = make_optimizer(cfg.optimizer, params, cfg.lr)
         x0, low, crop = self._stage_batch(stage, cfg)
         for p in params:
@@ -264,18 +270,47 @@ class UniTune:
             for p in params:
                 p.requires_grad_(False)
                 p.grad = None
+            self._merge_lora(stage)  # a LoRA delta becomes part of the weights: reset, save and load stay as they are
+
+    def _trainable(self, stage: str, cfg: TuneSettings) -> list[torch.nn.Parameter]:
+        """The parameters one tuning method trains: those ``cfg.trainable`` selects ("full"), the attention layers
+        ("attention"), or a new rank-``cfg.lora_rank`` LoRA delta on the attention projections ("lora", via peft)."""
+        unet = self.cascade.unets[stage]
+        if cfg.method == "lora":
+            from peft import LoraConfig
+
+            unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, target_modules=list(LORA_TARGETS)),
+                             adapter_name=LORA_ADAPTER)
+            params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        else:
+            trainable = "attention" if cfg.method == "attention" else cfg.trainable
+            params = [p for n, p in unet.named_parameters() if _select(n, trainable)]
+            if not params:
+                raise ValueError(f"trainable={trainable!r} selects no parameter of stage {stage!r}")
+        self._trained_sizes[stage] = sum(p.numel() for p in params)
+        return params
+
+    def _merge_lora(self, stage: str, keep: bool = True) -> None:
+        """Fold a LoRA delta into ``stage``'s weights (``keep``) or drop it, and take peft's layers out again."""
+        unet = self.cascade.unets[stage]
+        if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
+            if keep:
+                unet.fuse_lora(adapter_names=[LORA_ADAPTER])
+            unet.unload_lora()
 
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
              batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
-             trainable: str | Callable[[str], bool] | None = None, seed: int = 0, progress: bool = True) -> TuneReport:
+             trainable: str | Callable[[str], bool] | None = None, seed: int = 0, progress: bool = True,
+             method: str | None = None, lora_rank: int | None = None) -> TuneReport:
         """Fine-tune on (``image``, ``rare_token``) (:meth:`tune_steps`) with a progress bar; returns a
         :class:`TuneReport`.  Options left at ``None`` take the model's :class:`TuneSettings`."""
         from tqdm.auto import tqdm
 
         stages = self._tune_stages(stages)
-        cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable)
+        cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable,
+                                 method=method, lora_rank=lora_rank)
         steps = self.tune_steps(image, rare_token, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer,
-                                cfg.trainable, seed)
+                                cfg.trainable, seed, method=cfg.method, lora_rank=cfg.lora_rank)
         tokens = self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str) else []
         report = TuneReport(rare_token, tokens, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer, {})
         bar = tqdm(total=cfg.iters * len(stages), desc="tune", disable=not progress)
@@ -291,8 +326,7 @@ class UniTune:
         finally:
             bar.close()
         report.notes = list(self.source_notes) + self._loss_warning(report)
-        report.trainable_params = {s: sum(p.numel() for n, p in self.cascade.unets[s].named_parameters()
-                                          if _select(n, cfg.trainable)) for s in stages}
+        report.trainable_params = dict(self._trained_sizes)
         return report
 
     def _loss_warning(self, report: TuneReport) -> list[str]:
