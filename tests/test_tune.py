@@ -28,6 +28,19 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _interrupt_at_step(cascade, monkeypatch, n: int) -> None:
+    """Make the ``n``-th tuning loss raise KeyboardInterrupt (Ctrl-C in the middle of a tune)."""
+    real, calls = cascade.loss, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cascade, "loss", flaky)
+
+
 def test_tune_lowers_loss_on_the_image_and_reset_is_exact(ut, cascade, source):
     pristine = _params(cascade, "base")
     x0 = to_tensor(source.resize((32, 32), Image.BOX)).repeat(32, 1, 1, 1)  # 32 noise draws: a steady estimate
@@ -175,16 +188,7 @@ def test_save_and_load_tuned_round_trip(ut, cascade, source, tmp_path):
 
 def test_interrupted_tune_leaves_pristine_weights(ut, cascade, source, monkeypatch):
     pristine = _params(cascade, "base")
-    calls = {"n": 0}
-    real = cascade.loss
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cascade, "loss", flaky)
+    _interrupt_at_step(cascade, monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ut.tune(source, stages=("base",), iters=10, progress=False)
     assert _same(pristine, _params(cascade, "base")) and ut.tuned == ()
@@ -320,15 +324,7 @@ def test_tuning_methods_change_only_their_weights_and_reset_exactly(ut, cascade,
 
 def test_an_interrupted_lora_tune_drops_the_adapter(ut, cascade, source, monkeypatch):
     pristine = _params(cascade, "base")
-    real, calls = cascade.loss, {"n": 0}
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cascade, "loss", flaky)
+    _interrupt_at_step(cascade, monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ut.tune(source, stages=("base",), iters=10, progress=False, method="lora")
     assert _same(pristine, _params(cascade, "base")) and ut.tuned == ()
