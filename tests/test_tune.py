@@ -336,3 +336,38 @@ def test_bad_tuning_method(ut, source):
         ut.tune(source, method="dora", progress=False)
     with pytest.raises(ValueError, match="lora_rank"):
         ut.tune(source, method="lora", lora_rank=0, progress=False)
+
+
+def test_a_lora_tune_saves_only_its_factors_and_loads_back_exactly(ut, cascade, source, tmp_path):
+    """save_tuned after a LoRA tune writes the low-rank factors (a small file); load_tuned puts them onto the pristine
+    weights of another UniTune and folds them in: the same weights as after the tune.  Factors that do not fit are
+    refused with nothing changed."""
+    from safetensors.torch import load_file, save_file
+
+    from unitune_nb.tune import UniTune
+
+    ut.tune(source, stages=("base",), iters=4, lr=1e-3, optimizer="adamw", progress=False, method="lora", lora_rank=4)
+    tuned = _params(cascade, "base")
+    path = tmp_path / "lora.safetensors"
+    size = ut.save_tuned(path)
+    keys = [k for k in load_file(str(path)) if k != "source"]
+    assert keys and all(k.startswith("lora/base/") and ".lora_" in k for k in keys) and size < 2 * 2**20
+    ut.reset()
+    pristine = _params(cascade, "base")
+    other = UniTune(cascade)
+    other.load_tuned(path)
+    assert other.tuned == ("base",) and _same(tuned, _params(cascade, "base"))
+    other.reset()
+    assert _same(pristine, _params(cascade, "base"))
+    bad = load_file(str(path))
+    k = keys[0]
+    bad[k] = torch.zeros(bad[k].shape[0] + 1, *bad[k].shape[1:])  # a factor of another rank
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(bad, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="do not fit"):
+        other.load_tuned(tmp_path / "bad.safetensors")
+    assert other.tuned == () and _same(pristine, _params(cascade, "base"))
+    assert not getattr(cascade.unets["base"], "peft_config", None)

@@ -112,6 +112,7 @@ class UniTune:
         self.cascade = cascade or Cascade.from_pretrained()
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
         self._trained_sizes: dict[str, int] = {}  # parameters trained per stage in the last tune
+        self._lora: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # stage -> (rank, LoRA factors) once folded
         self.source: Image.Image | None = None
         self.source_shape: tuple[int, int] | None = None  # the source's size before squaring (a user mask may have it)
         self.rare_token: str | None = None
@@ -186,6 +187,7 @@ class UniTune:
     @torch.no_grad()
     def _restore(self, stage: str) -> None:
         self._merge_lora(stage, keep=False)
+        self._lora.pop(stage, None)
         self.version += 1
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
@@ -277,10 +279,7 @@ class UniTune:
         ("attention"), or a new rank-``cfg.lora_rank`` LoRA delta on the attention projections ("lora", via peft)."""
         unet = self.cascade.unets[stage]
         if cfg.method == "lora":
-            from peft import LoraConfig
-
-            unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, target_modules=list(LORA_TARGETS)),
-                             adapter_name=LORA_ADAPTER)
+            self._add_lora(stage, cfg.lora_rank)
             params = [p for n, p in unet.named_parameters() if "lora_" in n]
         else:
             trainable = "attention" if cfg.method == "attention" else cfg.trainable
@@ -290,13 +289,43 @@ class UniTune:
         self._trained_sizes[stage] = sum(p.numel() for p in params)
         return params
 
+    def _add_lora(self, stage: str, rank: int) -> None:
+        from peft import LoraConfig
+
+        self.cascade.unets[stage].add_adapter(
+            LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGETS)), adapter_name=LORA_ADAPTER)
+
     def _merge_lora(self, stage: str, keep: bool = True) -> None:
-        """Fold a LoRA delta into ``stage``'s weights (``keep``) or drop it, and take peft's layers out again."""
+        """Fold a LoRA delta into ``stage``'s weights (``keep``: its low-rank factors are kept for save_tuned) or
+        drop it, and take peft's layers out again."""
         unet = self.cascade.unets[stage]
         if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
             if keep:
+                from peft.utils import get_peft_model_state_dict
+
+                factors = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
+                self._lora[stage] = (unet.peft_config[LORA_ADAPTER].r,
+                                     {k: v.detach().cpu().clone() for k, v in factors.items()})
                 unet.fuse_lora(adapter_names=[LORA_ADAPTER])
             unet.unload_lora()
+
+    def _load_lora(self, stage: str, rank: int, factors: dict[str, torch.Tensor], path: Path) -> None:
+        """Put saved LoRA factors onto ``stage``'s pristine weights and fold them in."""
+        from peft.utils import set_peft_model_state_dict
+
+        self.cascade.prepare_tuning(stage)
+        self._snapshot(stage)
+        self._add_lora(stage, rank)
+        try:
+            res = set_peft_model_state_dict(self.cascade.unets[stage], factors, adapter_name=LORA_ADAPTER)
+            missing = [k for k in res.missing_keys if "lora_" in k]
+        except RuntimeError as e:  # shapes that do not fit this U-Net
+            missing = [str(e).splitlines()[0]]
+        if missing or res.unexpected_keys:
+            self._merge_lora(stage, keep=False)
+            raise ValueError(f"{path} holds LoRA factors that do not fit stage {stage!r} of this cascade "
+                             f"({(missing or res.unexpected_keys)[0]})")
+        self._merge_lora(stage)
 
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
              batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
@@ -369,13 +398,16 @@ class UniTune:
 
         if not self.tuned:
             raise ValueError("nothing is tuned; call tune() first")
-        tensors = {}
+        tensors, lora = {}, all(s in self._lora for s in self.tuned)  # a LoRA tune: only its low-rank factors
         for s in self.tuned:
+            if lora:
+                tensors.update({f"lora/{s}/{k}": v.contiguous() for k, v in self._lora[s][1].items()})
+                continue
             for n, p in self.cascade.unets[s].named_parameters():
                 if not torch.equal(p.detach().cpu(), self._pristine[s][n]):
                     tensors[f"{s}/{n}"] = p.detach().cpu().contiguous()
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
-        meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
+        meta = {"lora_ranks": json.dumps({s: self._lora[s][0] for s in self.tuned} if lora else {}),"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
                 "source_shape": json.dumps(self.source_shape),
                 "fingerprint": json.dumps({s: self.fingerprint(s) for s in self.tuned})}
         path = write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "tuned file")
@@ -415,7 +447,11 @@ class UniTune:
             if key == "source":
                 continue
             s, _, n = key.partition("/")
-            if s not in params or n not in params[s] or params[s][n].shape != v.shape:
+            if s == "lora":  # LoRA factors (lora/stage/name): peft checks that they fit when they are loaded
+                s, _, n = n.partition("/")
+                if s not in params:
+                    raise ValueError(f"{path} was tuned on a different cascade ({key} does not fit this one)")
+            elif s not in params or n not in params[s] or params[s][n].shape != v.shape:
                 raise ValueError(f"{path} was tuned on a different cascade ({key} does not fit this one)")
             if v.is_floating_point() and not torch.isfinite(v).all():
                 raise ValueError(f"{path} holds NaN or infinite weights ({key}); tune again")
@@ -426,9 +462,16 @@ class UniTune:
         path = Path(path)
         meta, tensors, params = self._read_tuned(path)
         self.reset()
+        for s, rank in json.loads(meta.get("lora_ranks") or "{}").items():
+            prefix = f"lora/{s}/"
+            try:
+                self._load_lora(s, rank, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, path)
+            except ValueError:
+                self.reset()  # all or nothing
+                raise
         with torch.no_grad():
             for key, v in tensors.items():
-                if key != "source":
+                if key != "source" and not key.startswith("lora/"):
                     s, n = key.split("/", 1)
                     self.cascade.prepare_tuning(s)  # tuned weights live in fp32, as after tune()
                     self._snapshot(s)
