@@ -64,15 +64,12 @@ class Job:
     def step(self) -> None:
         """Advance by one item (or end the job); stop instead if a cancel was asked meanwhile."""
         with self._stepping:
-            if self.running:
+            if self.running and not self._cancel_asked:
                 self._step()
             if self.running and self._cancel_asked:
                 self._stop()
 
     def _step(self) -> None:
-        if self._cancel_asked:
-            self._stop()
-            return
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

@@ -318,13 +318,12 @@ class UniTune:
         self._add_lora(stage, rank)
         try:
             res = set_peft_model_state_dict(self.cascade.unets[stage], factors, adapter_name=LORA_ADAPTER)
-            missing = [k for k in res.missing_keys if "lora_" in k]
+            misfits = [k for k in res.missing_keys if "lora_" in k] + list(res.unexpected_keys)
         except RuntimeError as e:  # shapes that do not fit this U-Net
-            missing = [str(e).splitlines()[0]]
-        if missing or res.unexpected_keys:
+            misfits = [str(e).splitlines()[0]]
+        if misfits:
             self._merge_lora(stage, keep=False)
-            raise ValueError(f"{path} holds LoRA factors that do not fit stage {stage!r} of this cascade "
-                             f"({(missing or res.unexpected_keys)[0]})")
+            raise ValueError(f"{path} holds LoRA factors that do not fit stage {stage!r} of this cascade ({misfits[0]})")
         self._merge_lora(stage)
 
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
@@ -355,7 +354,7 @@ class UniTune:
         finally:
             bar.close()
         report.notes = list(self.source_notes) + self._loss_warning(report)
-        report.trainable_params = dict(self._trained_sizes)
+        report.trainable_params = {s: self._trained_sizes[s] for s in stages}
         return report
 
     def _loss_warning(self, report: TuneReport) -> list[str]:
@@ -407,9 +406,10 @@ class UniTune:
                 if not torch.equal(p.detach().cpu(), self._pristine[s][n]):
                     tensors[f"{s}/{n}"] = p.detach().cpu().contiguous()
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
-        meta = {"lora_ranks": json.dumps({s: self._lora[s][0] for s in self.tuned} if lora else {}),"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
+        meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
                 "source_shape": json.dumps(self.source_shape),
-                "fingerprint": json.dumps({s: self.fingerprint(s) for s in self.tuned})}
+                "fingerprint": json.dumps({s: self.fingerprint(s) for s in self.tuned}),
+                "lora_ranks": json.dumps({s: self._lora[s][0] for s in self.tuned} if lora else {})}
         path = write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "tuned file")
         return path.stat().st_size
 

@@ -50,6 +50,11 @@ def png_bytes(im: Image.Image, size: int = VIEW) -> bytes:
     return buf.getvalue()
 
 
+def mask_image(mask) -> Image.Image:
+    """A mask in [0, 1] (H x W) as a greyscale picture, white = may change."""
+    return Image.fromarray((np.asarray(mask) * 255).astype(np.uint8))
+
+
 def uploaded_image(value) -> Image.Image | None:
     """The picture in a ``FileUpload`` value, for ipywidgets 7 (dict by name) and 8 (tuple of dicts)."""
     if not value:
@@ -201,7 +206,7 @@ class Editor:
 
         ims = [self.ut.source] if self.ut.source is not None else [Image.new("RGB", (8, 8), (235, 235, 235))]
         if self.last is not None:
-            ims += [self.last.image, Image.fromarray((np.asarray(self.last.mask) * 255).astype(np.uint8))]
+            ims += [self.last.image, mask_image(self.last.mask)]
         return strip([im.convert("RGB") for im in ims], VIEW)
 
     def _mimebundle(self) -> dict | None:
@@ -319,7 +324,7 @@ class Editor:
             t, notes = mask_to_tensor(mask, VIEW)  # the API's reader: its checks and notes
             self.user_mask = mask
             self.clear_mask.disabled = False
-            self.mask_view.value = png_bytes(Image.fromarray((t[0, 0].numpy() * 255).round().astype(np.uint8)))
+            self.mask_view.value = png_bytes(mask_image(t[0, 0].numpy()))
             self.message("your mask is used for the next edits (white = may change)" +
                          (f" ({'; '.join(notes)})" if notes else ""))
         if not self.needs_tuning:
@@ -420,7 +425,7 @@ class Editor:
                                seed=s["seed"], stages=stages, steps=None if full else self.ut.defaults.preview_steps)
         self.last = res
         self.result.value = png_bytes(res.image)
-        self.mask_view.value = png_bytes(Image.fromarray((np.asarray(res.mask) * 255).astype(np.uint8)))
+        self.mask_view.value = png_bytes(mask_image(res.mask))
         kind = "full resolution" if full else "preview"
         self.message(f"{kind} ({res.image.width} px) in {sum(res.seconds.values()):.2f} s" +
                      (" with your mask" if s["mask"] is not None else ""))
