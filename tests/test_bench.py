@@ -201,3 +201,35 @@ def test_iteration_sweep_reads_one_tuning_run_at_each_count():
     assert len(bench.iters_figure(summary).axes) == 2
     with pytest.raises(ValueError, match="base stage only"):
         next(bench.bench_edit_steps(cases, full=True, sweep_iters=[3]))
+
+
+def test_bench_rows_of_another_tuning_method_and_weight_scales(tmp_path, capsys):
+    """--tune-method / --lora-rank / --tune-lr name the tuned rows after the tuning; --sweep-scale adds each row at
+    those weight scales; --combine puts runs of the same cases with other rows into one table."""
+    from unitune_nb.cli import main
+
+    assert bench.tune_label({"method": "lora", "lora_rank": 16, "lr": 1e-3}) == "LoRA r16, lr 0.001"
+    assert bench.tune_label(None) == "" and bench.tune_label({"method": "attention"}) == "attention only"
+    cases = bench.load_cases()[:1]
+    recs = list(bench.bench_edit_steps(cases, seeds=1, iters=4, methods=["UniTune", "SDEdit"],
+                                       tune={"method": "lora", "lora_rank": 4, "lr": 1e-3}, sweep_scale=[0.0]))
+    by = {r["method"]: r for r in recs}
+    assert set(by) == {"UniTune, LoRA r4, lr 0.001", "UniTune, LoRA r4, lr 0.001 (scale 0)", "SDEdit"}
+    assert by["UniTune, LoRA r4, lr 0.001 (scale 0)"]["weight_scale"] == 0.0
+    with pytest.raises(ValueError, match="weight_scale"):
+        next(bench.bench_edit_steps(cases, sweep_scale=[2.0]))
+    with pytest.raises(ValueError, match="lora_rank"):
+        next(bench.bench_edit_steps(cases, tune={"method": "lora", "lora_rank": 0}))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["bench-edit", "--cases", "1", "--seeds", "1", "--iters", "2", "--methods", "UniTune",
+                 "--out", str(a)]) == 0
+    assert main(["bench-edit", "--cases", "1", "--seeds", "1", "--iters", "2", "--methods", "UniTune", "--tune-method",
+                 "attention", "--sweep-scale", "0.5", "--out", str(b)]) == 0
+    capsys.readouterr()
+    assert main(["bench-edit", "--combine", f"{a},{b}", "--out", str(tmp_path / "both")]) == 0
+    out = capsys.readouterr().out
+    assert "| UniTune |" in out and "| UniTune, attention only |" in out and "| UniTune, attention only (scale 0.5) |" in out
+    with pytest.raises(ValueError, match="earlier folder holds"):
+        bench.combine_edit_runs([a, a])
+    assert main(["bench-edit", "--tune-lr", "-1", "--quick"]) != 0
+    assert "lr" in capsys.readouterr().err

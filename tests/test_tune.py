@@ -371,3 +371,65 @@ def test_a_lora_tune_saves_only_its_factors_and_loads_back_exactly(ut, cascade, 
         other.load_tuned(tmp_path / "bad.safetensors")
     assert other.tuned == () and _same(pristine, _params(cascade, "base"))
     assert not getattr(cascade.unets["base"], "peft_config", None)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_weight_scale_interpolates_between_pristine_and_tuned_weights(ut, cascade, source, tmp_path, method):
+    """weight_scale s puts every tuned weight at w0 + s * (w1 - w0): 0 samples the pristine model, 1 the tuned one,
+    and nothing is lost going back and forth; save_tuned saves the tuned weights whatever the scale."""
+    pristine = _params(cascade, "base")
+    ut.tune(source, stages=("base",), iters=6, lr=1e-3, optimizer="adamw", progress=False, method=method)
+    tuned = _params(cascade, "base")
+    half = ut.edit("beikkpic", stages=["base"], weight_scale=0.5, **FAST)
+    assert half.settings["weight_scale"] == 0.5 and ut.weight_scale == 0.5
+    now = _params(cascade, "base")
+    changed = [n for n in tuned if not torch.equal(tuned[n], pristine[n])]
+    assert changed
+    for n in changed:
+        assert torch.allclose(now[n], pristine[n] + 0.5 * (tuned[n] - pristine[n]), atol=1e-6)
+    # scale 0 samples what the untuned model samples (same seed and settings)
+    zero = ut.edit("beikkpic", stages=["base"], weight_scale=0.0, **FAST).raw
+    ut.save_tuned(tmp_path / "t.safetensors")  # while at scale 0
+    ut.set_weight_scale(1.0)
+    assert _same(tuned, _params(cascade, "base"))
+    full = ut.edit("beikkpic", stages=["base"], **FAST).raw  # the default scale is 1
+    assert ut.weight_scale == 1.0 and _same(tuned, _params(cascade, "base"))
+    ut.reset()
+    other = UniTune(cascade)
+    other.load_tuned(tmp_path / "t.safetensors")
+    assert _same(tuned, _params(cascade, "base"))  # the file holds the tuned weights, not the scaled ones
+    other.reset()
+    plain = UniTune(cascade)
+    plain.set_source(source)
+    with pytest.warns(UserWarning, match="not tuned"):
+        untuned = plain.edit("beikkpic", stages=["base"], **FAST).raw
+    assert np.array_equal(np.asarray(zero), np.asarray(untuned))
+    assert not np.array_equal(np.asarray(full), np.asarray(untuned))
+    ut.load_tuned(tmp_path / "t.safetensors")
+    ut.reset()
+    assert ut.weight_scale == 1.0 and _same(pristine, _params(cascade, "base"))
+
+
+def test_weight_scale_during_a_tune_and_bad_scales(ut, cascade, source):
+    """An edit between tuning steps may scale the weights; the next step tunes on from the tuned weights.  A LoRA tune
+    that is still running cannot be scaled (its delta is not folded in yet).  Scales outside [0, 1] are refused."""
+    steps = ut.tune_steps(source, stages=("base",), iters=4, lr=1e-3, optimizer="adamw")
+    next(steps)
+    after_one = _params(cascade, "base")
+    ut.edit("beikkpic", stages=["base"], weight_scale=0.25, **FAST)
+    ut.set_weight_scale(1.0)
+    assert _same(after_one, _params(cascade, "base"))
+    ut.set_weight_scale(0.25)
+    assert list(steps) and ut.weight_scale == 1.0  # tuning went on from the tuned weights
+    ut.set_weight_scale(0.0)
+    ut.set_weight_scale(1.0)  # the copy kept for scaling is of the finished tune, not of step one
+    assert not _same(after_one, _params(cascade, "base"))
+    lora = ut.tune_steps(source, stages=("base",), iters=4, lr=1e-3, optimizer="adamw", method="lora")
+    next(lora)
+    with pytest.raises(RuntimeError, match="still running"):
+        ut.set_weight_scale(0.5)
+    lora.close()
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="weight_scale"):
+            ut.edit("beikkpic", stages=["base"], weight_scale=bad, **FAST)
+    ut.reset()

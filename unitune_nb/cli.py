@@ -98,6 +98,8 @@ def cmd_bench_edit(a: argparse.Namespace) -> None:
 
     if a.merge:  # runs made separately (e.g. halves of the case list in two processes) reported as one
         records, meta = bench.merge_edit_runs(a.merge.split(","))
+    elif a.combine:  # runs of the same cases with different rows (e.g. one tuning method each) in one table
+        records, meta = bench.combine_edit_runs(a.combine.split(","))
     else:
         records, meta = _run_bench_edit(a)
     out, text = bench.edit_report(records, meta)
@@ -139,12 +141,15 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
     grid_n = int(np.prod([len(v) for v in sweep.values()])) * a.sweep_seeds if sweep else 0
     sweep_iters = [int(x) for x in a.sweep_iters.split(",")] if a.sweep_iters else None
     iters_n = len(set(sweep_iters or ())) * a.seeds
+    scales = [float(x) for x in a.sweep_scale.split(",")] if a.sweep_scale else []
+    tuned_n = sum(m.model == "tuned" for m in bench.benchmark_rows(methods, sdedit_t0)) * a.seeds * len(scales)
+    tune = {k: v for k, v in (("method", a.tune_method), ("lora_rank", a.lora_rank), ("lr", a.tune_lr)) if v is not None}
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
                                    sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds,
-                                   sdedit_t0=sdedit_t0)
-    records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n), desc="bench-edit"))
+                                   sdedit_t0=sdedit_t0, tune=tune, sweep_scale=scales)
+    records = list(tqdm(steps, total=len(cases) * (rows_n + grid_n + iters_n + tuned_n), desc="bench-edit"))
     return records, {"cases": len(cases), "seeds": a.seeds, "iters": a.iters, "ti_iters": a.ti_iters,
-                     "full": a.full, "threads": torch.get_num_threads()}
+                     "full": a.full, "threads": torch.get_num_threads(), "tune": tune}
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -374,10 +379,18 @@ def _add_bench(sub) -> None:
     be.add_argument("--sdedit-t0", default=None,
                     help="comma-separated starts (e.g. 0.5,0.6,0.7,0.8): one SDEdit row per start instead of one row "
                          "at the engine's t0")
+    be.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
+                    help="UniTune's tuning method for this run (default: the model's, full); rows are named after it")
+    be.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
+    be.add_argument("--tune-lr", type=float, default=None, help="UniTune's tuning learning rate (default: the model's)")
+    be.add_argument("--sweep-scale", default=None,
+                    help="comma-separated weight scales in [0, 1] (e.g. 0.5,0.75): the tuned-model rows again at each")
     be.add_argument("--out", default=None, help="folder for bench_edit.json (every record), bench_edit_summary.json "
                     "and pareto.png")
     be.add_argument("--merge", default=None, help="comma-separated --out folders of earlier runs (e.g. the case list "
                     "split over processes): report them as one run instead of running")
+    be.add_argument("--combine", default=None, help="comma-separated --out folders run on the same cases with other "
+                    "rows (e.g. one tuning method each): report them in one table and figure instead of running")
     be.set_defaults(func=cmd_bench_edit, check=checks.check_bench_edit)
 
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import files
-from .settings import EditSettings, check_int
+from .settings import EditSettings, TuneSettings, check_int
 
 
 def _positive(name: str, value, integer: bool = True) -> None:
@@ -125,16 +125,23 @@ def check_bench_speed(a: argparse.Namespace) -> None:
 
 
 def check_bench_edit(a: argparse.Namespace) -> None:
-    for name in ("seeds", "cases", "iters", "ti_iters", "sweep_seeds"):
+    for name in ("seeds", "cases", "iters", "ti_iters", "sweep_seeds", "lora_rank"):
         _positive(f"--{name.replace('_', '-')}", getattr(a, name))
-    for name in ("sweep_guidance", "sweep_t0", "sweep_interpolation", "sdedit_t0"):
+    for name in ("sweep_guidance", "sweep_t0", "sweep_interpolation", "sdedit_t0", "sweep_scale"):
         _floats(f"--{name.replace('_', '-')}", getattr(a, name))
+    for x in (a.sweep_scale or "").split(","):
+        if x:
+            EditSettings(weight_scale=float(x)).check()
+    if a.tune_lr is not None:
+        TuneSettings(lr=a.tune_lr).check()
     if a.sweep_iters:
         for k in a.sweep_iters.split(","):
             check_int("--sweep-iters", int(k) if k.strip().isdigit() else k, 1)
     if a.cases_file:
         files.input_file(a.cases_file, "--cases-file")
-    for folder in (a.merge or "").split(","):
+    if a.merge and a.combine:
+        raise ValueError("give --merge (parts of one case list) or --combine (one case list, other rows), not both")
+    for folder in ((a.merge or "") + "," + (a.combine or "")).split(","):
         if folder:
             files.input_file(Path(folder) / "bench_edit.json", "--merge run")
     if a.out:

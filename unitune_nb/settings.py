@@ -20,6 +20,7 @@ MASK_FROM = ("reconstruction", "source")
 OPTIMIZERS = ("adafactor", "adamw")
 TRAINABLE = ("most", "all", "attention")
 TUNE_METHODS = ("full", "attention", "lora")  # every weight of `trainable`; attention only; a low-rank (LoRA) delta
+EDIT_KNOBS = ("guidance_scale", "t0", "interpolation", "mask_from", "weight_scale")  # what a model's defaults fill in
 MASK_TYPES = "a path, a PIL image, a NumPy array or a torch tensor"
 
 
@@ -72,7 +73,9 @@ class EditSettings:
     the first stage late from the source noised to ``t0`` (1 = from pure noise).  ``interpolation`` in
     [0, 1] blends the source back in outside the edit mask, estimated against ``mask_from``
     ("reconstruction" or "source") unless a user ``mask`` (white / 1 = may change) is given.  ``seed``
-    fixes the noise; ``steps`` sets the DDIM steps (one int, or a dict per stage).
+    fixes the noise; ``steps`` sets the DDIM steps (one int, or a dict per stage).  ``weight_scale`` in
+    [0, 1] interpolates in weight space between the pristine (0) and the tuned (1) weights of every tuned
+    stage before sampling: a second "how much of the source" knob beside ``interpolation``.
     """
 
     guidance_scale: float | None = None
@@ -83,11 +86,11 @@ class EditSettings:
     mask_from: str | None = None
     seed: int = 0
     steps: int | dict | None = None
+    weight_scale: float | None = None
 
     def resolved(self, defaults: EditSettings) -> EditSettings:
         """These settings with every ``None`` knob taken from ``defaults``."""
-        fill = {k: getattr(defaults, k) for k in ("guidance_scale", "t0", "interpolation", "mask_from")
-                if getattr(self, k) is None}
+        fill = {k: getattr(defaults, k) for k in EDIT_KNOBS if getattr(self, k) is None}
         return replace(self, **fill)
 
     def check(self) -> EditSettings:
@@ -98,6 +101,8 @@ class EditSettings:
             _number("t0", self.t0, 0, 1, low_open=True, hint=" (1 = start from pure noise)")
         if self.interpolation is not None:
             _number("interpolation", self.interpolation, 0, 1, hint=" (0 = off)")
+        if self.weight_scale is not None:
+            _number("weight_scale", self.weight_scale, 0, 1, hint=" (0 = the pristine model, 1 = as tuned)")
         if self.baseline_prompt is not None and not isinstance(self.baseline_prompt, str):
             raise TypeError("baseline_prompt must be a string ('' is the empty prompt of plain CFG)")
         if self.mask_from is not None and self.mask_from not in MASK_FROM:
@@ -159,12 +164,13 @@ class ModelDefaults:
 
 
 _REAL = ModelDefaults(  # the model's own guidance, a late start that keeps the layout, half-strength blend
-    edit=EditSettings(guidance_scale=None, t0=0.9, interpolation=0.5, mask_from="source"),
+    edit=EditSettings(guidance_scale=None, t0=0.9, interpolation=0.5, mask_from="source", weight_scale=1.0),
     tune=TuneSettings(iters=128, optimizer="adafactor"))
 
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     "embedded": ModelDefaults(
-        edit=EditSettings(guidance_scale=3.0, t0=0.95, interpolation=1.0, mask_from="reconstruction"),
+        edit=EditSettings(guidance_scale=3.0, t0=0.95, interpolation=1.0, mask_from="reconstruction",
+                          weight_scale=1.0),
         tune=TuneSettings(iters=64, optimizer="adamw"),
         high_loss=0.01),  # world scenes end near 0.002, a photo near 0.04 (docs/benchmarks.md)
     "deepfloyd-if": _REAL,
@@ -172,8 +178,7 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
 }
 
 #: The embedded model's edit knobs as a dict (read them; change a model's defaults in MODEL_DEFAULTS).
-EDIT_DEFAULTS = {k: getattr(MODEL_DEFAULTS["embedded"].edit, k) for k in ("guidance_scale", "t0", "interpolation",
-                                                                          "mask_from")}
+EDIT_DEFAULTS = {k: getattr(MODEL_DEFAULTS["embedded"].edit, k) for k in EDIT_KNOBS}
 
 
 #: The grid of edit settings ``unitune-nb bench-edit --sweep`` scores by default (the embedded defaults were

@@ -31,7 +31,7 @@ from . import edit as editing
 from .cascade import FORMAT, Cascade, check_stage
 from .edit import EditResult, ReferenceCache
 from .images import read_image, square_image, to_tensor
-from .settings import (EDIT_DEFAULTS, MASK_FROM, OPTIMIZERS, RARE_TOKEN, TRAINABLE, EditSettings, ModelDefaults,
+from .settings import (EDIT_DEFAULTS, EDIT_KNOBS, MASK_FROM, OPTIMIZERS, RARE_TOKEN, TRAINABLE, EditSettings, ModelDefaults,
                        TuneSettings, defaults_for)
 
 LORA_ADAPTER = "unitune"  # the peft adapter's name while a LoRA delta is tuned
@@ -113,6 +113,8 @@ class UniTune:
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
         self._trained_sizes: dict[str, int] = {}  # parameters trained per stage in the last tune
         self._lora: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # stage -> (rank, LoRA factors) once folded
+        self._tuned_copy: dict[str, dict[str, torch.Tensor]] = {}  # stage -> its tuned tensors, while weight_scale < 1
+        self.weight_scale = 1.0  # where the tuned stages sit between pristine (0) and tuned (1) weights
         self.source: Image.Image | None = None
         self.source_shape: tuple[int, int] | None = None  # the source's size before squaring (a user mask may have it)
         self.rare_token: str | None = None
@@ -131,7 +133,7 @@ class UniTune:
     def edit_defaults(self) -> dict:
         """The edit knobs :meth:`edit` uses when left at ``None`` (guidance ``None``: the model's own)."""
         e = self.defaults.edit
-        return {k: getattr(e, k) for k in ("guidance_scale", "t0", "interpolation", "mask_from")}
+        return {k: getattr(e, k) for k in EDIT_KNOBS}
 
     @property
     def default_iters(self) -> int:
@@ -188,6 +190,7 @@ class UniTune:
     def _restore(self, stage: str) -> None:
         self._merge_lora(stage, keep=False)
         self._lora.pop(stage, None)
+        self._tuned_copy.pop(stage, None)
         self.version += 1
         if stage in self._pristine:
             for n, p in self.cascade.unets[stage].named_parameters():
@@ -254,6 +257,8 @@ class UniTune:
             p.requires_grad_(True)
         try:
             for i in range(cfg.iters):
+                self.set_weight_scale(1.0)  # tuning goes on from the tuned weights, whatever an edit between steps set
+                self._tuned_copy.pop(stage, None)
                 loss = self.cascade.loss(stage, x0, low, text, gen, rng, crop, cfg.max_noise_level)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the {stage} loss became {loss.item()} at step {i}; the stage was "
@@ -375,6 +380,41 @@ class UniTune:
         for s in list(self._pristine):
             self._restore(s)
         self.tuned = ()
+        self.weight_scale = 1.0
+
+    # ------------------------------------------------------------------ weight-space interpolation
+    def _tuned_tensors(self, stage: str) -> dict[str, torch.Tensor]:
+        """The tensors tuning changed in ``stage``, as tuned (scale 1), on the CPU."""
+        if stage not in self._tuned_copy:
+            if self.weight_scale != 1.0:
+                raise RuntimeError("the tuned weights were not kept; reset() and tune again")
+            pristine = self._pristine[stage]
+            self._tuned_copy[stage] = {n: p.detach().to("cpu", copy=True)
+                                       for n, p in self.cascade.unets[stage].named_parameters()
+                                       if n in pristine and not torch.equal(p.detach().cpu(), pristine[n])}
+        return self._tuned_copy[stage]
+
+    @torch.no_grad()
+    def set_weight_scale(self, scale: float) -> None:
+        """Put every tuned stage at ``w = w_pristine + scale * (w_tuned - w_pristine)``: 0 is the pristine model,
+        1 the tuned one.  Weight-space interpolation, a second knob beside the output-space ``interpolation``
+        (for a LoRA tune it scales the low-rank delta).  The scale stays until the next edit, tune or reset;
+        ``save_tuned`` always saves the tuned weights."""
+        from .settings import _number
+
+        _number("weight_scale", scale, 0, 1, hint=" (0 = the pristine model, 1 = as tuned)")
+        if scale == self.weight_scale:
+            return
+        for stage in self.tuned:
+            if LORA_ADAPTER in (getattr(self.cascade.unets[stage], "peft_config", None) or {}):
+                raise RuntimeError(f"a LoRA tune of stage {stage!r} is still running; let it finish (or stop it) "
+                                   "before changing weight_scale")
+            params = dict(self.cascade.unets[stage].named_parameters())
+            for n, w in self._tuned_tensors(stage).items():
+                p0 = self._pristine[stage][n]
+                params[n].copy_(w if scale == 1.0 else p0 + (w - p0) * scale)
+        self.weight_scale = float(scale)
+        self.version += 1  # cached references were drawn with the other weights
 
     # ------------------------------------------------------------------ save / load the tuned delta
     def fingerprint(self, stage: str) -> str:
@@ -402,9 +442,7 @@ class UniTune:
             if lora:
                 tensors.update({f"lora/{s}/{k}": v.contiguous() for k, v in self._lora[s][1].items()})
                 continue
-            for n, p in self.cascade.unets[s].named_parameters():
-                if not torch.equal(p.detach().cpu(), self._pristine[s][n]):
-                    tensors[f"{s}/{n}"] = p.detach().cpu().contiguous()
+            tensors.update({f"{s}/{n}": v.contiguous() for n, v in self._tuned_tensors(s).items()})
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
         meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
                 "source_shape": json.dumps(self.source_shape),
@@ -487,7 +525,8 @@ class UniTune:
     def edit(self, prompt: str, guidance_scale: float | None = None, baseline_prompt: str | None = None,
              t0: float | None = None, interpolation: float | None = None, mask=None, seed: int = 0,
              steps: int | dict[str, int] | None = None, stages: Sequence[str] | None = None,
-             return_intermediates: bool = False, mask_from: str | None = None) -> EditResult:
+             return_intermediates: bool = False, mask_from: str | None = None,
+             weight_scale: float | None = None) -> EditResult:
         """Sample an edit of the source from the (tuned) cascade (:mod:`unitune_nb.edit`, steps 1-5).
 
         ``prompt``: "[rare token] edit prompt".  ``guidance_scale``: first-stage guidance.
@@ -497,8 +536,10 @@ class UniTune:
         estimated against ``mask_from``: ``"reconstruction"`` (the first stage's sample of the rare token
         alone, same seed and late start, so the model's own reconstruction error cancels out) or
         ``"source"``.  ``mask``: a user mask (white / 1 = may change) that confines the edit instead.  Same
-        seed, same image.  Options left at ``None`` take :attr:`edit_defaults`
+        seed, same image.  ``weight_scale`` in [0, 1]: sample from ``w_pristine + weight_scale * (w_tuned -
+        w_pristine)`` (:meth:`set_weight_scale`; 1 = the tuned model).  Options left at ``None`` take :attr:`edit_defaults`
         (:class:`~unitune_nb.settings.EditSettings` checks them all).
         """
-        settings = EditSettings(guidance_scale, baseline_prompt, t0, interpolation, mask, mask_from, seed, steps)
+        settings = EditSettings(guidance_scale, baseline_prompt, t0, interpolation, mask, mask_from, seed, steps,
+                                weight_scale)
         return editing.edit(self, prompt, settings, stages, return_intermediates)

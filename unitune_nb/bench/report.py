@@ -49,9 +49,11 @@ def summarize_iters(records: Sequence[dict]) -> list[dict]:
     """Per tuning-iteration count: UniTune's default-settings success and PSNR (mean, std over seeds), tune seconds."""
     out = []
     rs = [r for r in records if r["method"] == "iters"]
-    for k in sorted({r["iters"] for r in rs}):
-        rk = [r for r in rs if r["iters"] == k]
-        out.append({"iters": k, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk])), **_over_seeds(rk)})
+    for label in dict.fromkeys(r.get("tune", "") for r in rs):  # one curve per tuning setting ("" = the defaults)
+        for k in sorted({r["iters"] for r in rs if r.get("tune", "") == label}):
+            rk = [r for r in rs if r["iters"] == k and r.get("tune", "") == label]
+            out.append({"iters": k, "tune": label, "n": len(rk), "prep_s": float(np.mean([r["prep_s"] for r in rk])),
+                        **_over_seeds(rk)})
     return out
 
 
@@ -95,17 +97,21 @@ def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: d
     curves: dict[str, list] = {}  # rows run at several starts ("SDEdit (t0 0.6)", ...) drawn as one curve
     for name, st in (summary or {}).items():
         (s, ds), (p, dp) = st["success"], st["psnr"]
-        m = re.fullmatch(r"(.+) \(t0 ([\d.]+)\)", name)
+        m = re.fullmatch(r"(.+) \((t0|scale) ([\d.]+)\)", name)
         if m:
-            curves.setdefault(m[1], []).append((float(m[2]), p, s))
+            curves.setdefault((m[1], m[2]), []).append((float(m[3]), p, s))
             continue
         ax.errorbar([p], [s], xerr=[dp], yerr=[ds], fmt="o", ms=5, capsize=2, label=name)
-    for name, pts in curves.items():
+    for (name, knob), pts in curves.items():
+        if knob == "scale" and name in (summary or {}):  # a weight-scale curve ends at its row (scale 1)
+            (s1, _), (p1, _) = summary[name]["success"], summary[name]["psnr"]
+            pts.append((1.0, p1, s1))
         pts.sort()
-        line, = ax.plot([q[1] for q in pts], [q[2] for q in pts], "^:", ms=5,
-                        label=f"{name} (t0 {pts[0][0]:g}-{pts[-1][0]:g})")
-        for t0, p, s in (pts[0], pts[-1]):
-            ax.annotate(f"t0 {t0:g}", (p, s), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+        line, = ax.plot([q[1] for q in pts], [q[2] for q in pts], "^:" if knob == "t0" else "v--", ms=5,
+                        label=f"{name} ({knob} {pts[0][0]:g}-{pts[-1][0]:g})")
+        for x, p, s in (pts[0], pts[-1]):
+            ax.annotate(f"{knob} {x:g}", (p, s), fontsize=6, color=line.get_color(), xytext=(3, 3),
+                        textcoords="offset points")
     ax.set_xlabel("preservation: PSNR vs oracle target outside the change mask (dB)")
     ax.set_ylabel("edit success (probe)")
     ax.grid(alpha=0.3)
@@ -115,9 +121,11 @@ def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: d
 
 
 def iters_figure(rows: Sequence[dict]):
-    """Success and preservation of UniTune's defaults against tuning iterations (:func:`summarize_iters` rows)."""
+    """Success and preservation of UniTune's defaults against tuning iterations (:func:`summarize_iters` rows; of
+    the first tuning setting when they hold several)."""
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("tune", "") == rows[0].get("tune", "")]
     fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=80)
     k = [r["iters"] for r in rows]
     ax.errorbar(k, [r["success"][0] for r in rows], yerr=[r["success"][1] for r in rows], fmt="o-", c="C0", capsize=2)
@@ -167,9 +175,9 @@ def edit_report(records: Sequence[dict], meta: dict) -> tuple[dict, str]:
     its = summarize_iters(records)
     if its:
         out["iters_sweep"] = its
-        lines = ["| tuning iterations | success | PSNR outside mask (dB) | SSIM | tune s |", "|---|---|---|---|---|"]
-        lines += [f"| {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | {r['psnr'][0]:.1f} ± "
-                  f"{r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |" for r in its]
+        lines = ["| tuning | iterations | success | PSNR outside mask (dB) | SSIM | tune s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['tune'] or 'default'} | {r['iters']} | {r['success'][0]:.2f} ± {r['success'][1]:.2f} | "
+                  f"{r['psnr'][0]:.1f} ± {r['psnr'][1]:.1f} | {r['ssim'][0]:.2f} | {r['prep_s']:.1f} |" for r in its]
         parts.append("\n".join(lines))
     return out, "\n\n".join(parts)
 
@@ -194,6 +202,29 @@ def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) ->
     return d / "bench_edit.json"
 
 
+def combine_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
+    """The records of several ``bench-edit --out`` folders run on the *same* cases with different rows (e.g. one
+    tuning method each) as one run, for one table and one figure.  Refuses runs on other cases or seeds, and a
+    row that two of them both hold."""
+    records: list[dict] = []
+    meta: dict = {}
+    for f in folders:
+        path = Path(f) / "bench_edit.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
+        run = json.loads(path.read_text())
+        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads") if k in run}
+        if meta and any(meta.get(k) != m.get(k) for k in ("cases", "seeds", "full")):
+            raise ValueError(f"{f} ran other cases or seeds than {folders[0]}; combine runs of the same case list "
+                             "(use --merge for parts of one case list)")
+        twice = {r["method"] for r in run["records"]} & {r["method"] for r in records} - {"iters", "sweep"}
+        if twice:
+            raise ValueError(f"{f} holds row(s) {sorted(twice)} that an earlier folder holds too")
+        records += run["records"]
+        meta = meta or m
+    return records, meta
+
+
 def merge_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
     """The records of several ``bench-edit --out`` folders (e.g. a case list split over processes or
     machines) as one run: case numbers are offset so they stay distinct; ``cases`` adds up."""
@@ -206,8 +237,8 @@ def merge_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
         run = json.loads(path.read_text())
         offset = meta.get("cases", 0)
         records += [dict(r, case=r["case"] + offset) for r in run["records"]]
-        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads") if k in run}
-        if meta and any(meta.get(k) != m.get(k) for k in ("seeds", "iters", "ti_iters", "full")):
+        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads", "tune") if k in run}
+        if meta and any(meta.get(k) != m.get(k) for k in ("seeds", "iters", "ti_iters", "full", "tune")):
             raise ValueError(f"{f} was run with other settings than {folders[0]}; only like runs can be merged")
         meta = {**m, "cases": offset + m.get("cases", 0)}
     return records, meta

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .. import world
 from ..cascade import Cascade
-from ..settings import EDIT_DEFAULTS, RARE_TOKEN, SWEEP_GRID  # noqa: F401  (SWEEP_GRID re-exported)
+from ..settings import EDIT_DEFAULTS, RARE_TOKEN, SWEEP_GRID, EditSettings  # noqa: F401  (SWEEP_GRID re-exported)
 from ..tune import UniTune
 from .cases import Case, score
 
@@ -73,19 +73,37 @@ def benchmark_rows(methods: Sequence[str] | None = None, sdedit_t0: Sequence[flo
     return sdedit_rows([m for m in METHODS if methods is None or m.name in methods], sdedit_t0)
 
 
+def tune_label(tune: dict | None) -> str:
+    """A short name for tuning options that differ from the model's defaults, e.g. ``"LoRA r16, lr 0.001"``
+    (``""`` for the defaults): benchmark rows of a tuned model carry it."""
+    tune = dict(tune or {})
+    method = tune.pop("method", "full") or "full"
+    rank = tune.pop("lora_rank", None)
+    head = {"full": "", "attention": "attention only", "lora": f"LoRA r{rank or '?'}"}[method]
+    rest = [f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+            for k, v in sorted(tune.items()) if v is not None]
+    return ", ".join([head] * bool(head) + rest)
+
+
 def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
-          rare_token: str, prep: float, sweep: dict | None, sweep_seeds: int = 1) -> Iterator[dict]:
-    """The benchmark rows that edit with ``model`` (and the settings grid on the tuned one)."""
+          rare_token: str, prep: float, sweep: dict | None, sweep_seeds: int = 1, label: str = "",
+          scales: Sequence[float] = ()) -> Iterator[dict]:
+    """The benchmark rows that edit with ``model`` (and, on the tuned one, the settings grid and the UniTune rows
+    at each weight scale in ``scales``, named "... (scale 0.5)"; ``label`` names the tuning options)."""
     pristine_prompt = world.caption(case.target)
     for m in rows:
         if m.model != model:
             continue
         prompt = f"{rare_token} {case.prompt}" if m.rare else pristine_prompt
         st = method_settings(m, d, rare_token)
-        for seed in range(seeds):
-            im, secs = _edit(ut, prompt, st, seed, stages)
-            yield {"case": ci, "kind": case.kind, "method": m.name, "seed": seed, "prep_s": prep,
-                   "edit_s": secs, **score(case, im, probe)}
+        name = f"{m.name}, {label}" if label and model == "tuned" else m.name
+        for scale in ([None] + [float(x) for x in scales] if model == "tuned" else [None]):
+            scaled = {} if scale is None else {"weight_scale": scale}
+            for seed in range(seeds):
+                im, secs = _edit(ut, prompt, {**st, **scaled}, seed, stages)
+                yield {"case": ci, "kind": case.kind, "seed": seed, "prep_s": prep, "edit_s": secs,
+                       "method": name if scale is None else f"{name} (scale {scale:g})", **scaled,
+                       **score(case, im, probe)}
     if model == "tuned" and sweep:
         grid = itertools.product(sweep.get("guidance_scale", [d["guidance_scale"]]),
                                  sweep.get("t0", [d["t0"]]), sweep.get("interpolation", [d["interpolation"]]))
@@ -98,13 +116,15 @@ def _rows(ut: UniTune, case: Case, ci: int, model: str, rows, d: dict, seeds: in
 
 def _tuned_rows(ut: UniTune, case: Case, ci: int, rows, d: dict, seeds: int, stages: tuple[str, ...], probe,
                 rare_token: str, iters: int, sweep: dict | None, sweep_iters: list[int],
-                sweep_seeds: int) -> Iterator[dict]:
-    """The rows on the tuned model: one tuning run, read after each count of ``sweep_iters`` (records
-    ``method="iters"``) and at ``iters`` for the rows and the settings sweep."""
+                sweep_seeds: int, tune: dict | None = None, scales: Sequence[float] = ()) -> Iterator[dict]:
+    """The rows on the tuned model: one tuning run (options ``tune``, e.g. ``{"method": "lora", "lora_rank": 16}``),
+    read after each count of ``sweep_iters`` (records ``method="iters"``) and at ``iters`` for the rows, the
+    weight scales and the settings sweep."""
     from ..baselines import METHODS, UNITUNE
 
     marks = sorted(set(sweep_iters) | {iters})
-    tuning = ut.tune_steps(None, rare_token, stages=stages[:2], iters=marks[-1])
+    label = tune_label(tune)
+    tuning = ut.tune_steps(None, rare_token, stages=stages[:2], iters=marks[-1], **(tune or {}))
     prep, done = 0.0, 0
     for k in marks:
         t = time.perf_counter()
@@ -117,15 +137,17 @@ def _tuned_rows(ut: UniTune, case: Case, ci: int, rows, d: dict, seeds: int, sta
             st = method_settings(next(m for m in METHODS if m.name == UNITUNE), d, rare_token)
             for seed in range(seeds):
                 im, secs = _edit(ut, f"{rare_token} {case.prompt}", st, seed, stages)
-                yield {"case": ci, "kind": case.kind, "method": "iters", "iters": k, "seed": seed,
+                yield {"case": ci, "kind": case.kind, "method": "iters", "iters": k, "seed": seed, "tune": label,
                        "prep_s": prep, "edit_s": secs, **score(case, im, probe)}
         if k == iters:
-            yield from _rows(ut, case, ci, "tuned", rows, d, seeds, stages, probe, rare_token, prep, sweep, sweep_seeds)
+            yield from _rows(ut, case, ci, "tuned", rows, d, seeds, stages, probe, rare_token, prep, sweep, sweep_seeds,
+                             label, scales)
 
 
 def _case_rows(ut: UniTune, case: Case, ci: int, models: list[str], rows, d: dict, seeds: int,
                stages: tuple[str, ...], probe, rare_token: str, iters: int, ti_iters: int, sweep: dict | None,
-               sweep_iters: list[int], sweep_seeds: int) -> Iterator[dict]:
+               sweep_iters: list[int], sweep_seeds: int, tune: dict | None = None,
+               scales: Sequence[float] = ()) -> Iterator[dict]:
     """Every record of one case: each model state prepared once from the pristine weights, then its rows."""
     from ..baselines import forget_inversion, textual_inversion
 
@@ -136,7 +158,7 @@ def _case_rows(ut: UniTune, case: Case, ci: int, models: list[str], rows, d: dic
         ut.set_source(source)
         if model == "tuned":
             yield from _tuned_rows(ut, case, ci, rows, d, seeds, stages, probe, rare_token, iters, sweep, sweep_iters,
-                                   sweep_seeds)
+                                   sweep_seeds, tune, scales)
             continue
         t = time.perf_counter()
         if model == "inverted":
@@ -150,7 +172,8 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
                      ti_iters: int | None = None, full: bool = False, sweep: dict | None = None, defaults: dict | None = None,
                      rare_token: str = RARE_TOKEN, methods: Sequence[str] | None = None,
                      sweep_iters: Sequence[int] | None = None, sweep_seeds: int = 1,
-                     sdedit_t0: Sequence[float] | None = None) -> Iterator[dict]:
+                     sdedit_t0: Sequence[float] | None = None, tune: dict | None = None,
+                     sweep_scale: Sequence[float] | None = None) -> Iterator[dict]:
     """Run every benchmark row on every case; yields one record per (case, method, seed) result.
 
     ``iters`` / ``ti_iters``: UniTune's tuning and Textual Inversion's iterations per case (default: the
@@ -162,6 +185,9 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     ``sweep_iters`` (e.g. ``[16, 32, 64, 128]``) scores UniTune's default settings, every seed, after that
     many tuning iterations, records marked ``method="iters"``, from one tuning run per case.
     ``sdedit_t0`` (e.g. ``[0.5, 0.6, 0.7, 0.8]``) runs SDEdit once per start (:func:`sdedit_rows`).
+    ``tune``: UniTune's tuning options other than the model's (``method``, ``lora_rank``, ``lr``, ...: those of
+    :meth:`~unitune_nb.tune.UniTune.tune_steps`); its rows are then named after them (:func:`tune_label`).
+    ``sweep_scale`` (e.g. ``[0.5, 0.75]``) also scores the tuned-model rows at those weight scales.
     """
     from ..probe import load_probe
 
@@ -177,9 +203,14 @@ def bench_edit_steps(cases: Sequence[Case], weights=None, seeds: int = 3, iters:
     sweep_iters = sorted({int(k) for k in sweep_iters or ()})
     if sweep_iters and (full or sweep_iters[0] < 1):
         raise ValueError("sweep_iters needs positive counts and works on the base stage only (leave out full=True)")
+    scales = [float(x) for x in sweep_scale or ()]
+    if tune:
+        ut.tune_settings(**tune)  # refuse bad options before the first case
+    for x in scales:
+        EditSettings(weight_scale=x).check()
     models = [x for x in ("pristine", "inverted", "tuned")
               if any(m.model == x for m in rows) or (x == "tuned" and (sweep or sweep_iters))]
     probe = load_probe()
     for ci, case in enumerate(cases):
         yield from _case_rows(ut, case, ci, models, rows, d, seeds, stages, probe, rare_token, iters, ti_iters, sweep,
-                              sweep_iters, sweep_seeds)
+                              sweep_iters, sweep_seeds, tune, scales)
