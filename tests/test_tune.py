@@ -412,7 +412,8 @@ def test_weight_scale_interpolates_between_pristine_and_tuned_weights(ut, cascad
 
 def test_weight_scale_during_a_tune_and_bad_scales(ut, cascade, source):
     """An edit between tuning steps may scale the weights; the next step tunes on from the tuned weights.  A LoRA tune
-    that is still running cannot be scaled (its delta is not folded in yet).  Scales outside [0, 1] are refused."""
+    that is still running scales peft's adapter.  Scales outside [0, 1] are refused."""
+    pristine = _params(cascade, "base")
     steps = ut.tune_steps(source, stages=("base",), iters=4, lr=1e-3, optimizer="adamw")
     next(steps)
     after_one = _params(cascade, "base")
@@ -424,11 +425,21 @@ def test_weight_scale_during_a_tune_and_bad_scales(ut, cascade, source):
     ut.set_weight_scale(0.0)
     ut.set_weight_scale(1.0)  # the copy kept for scaling is of the finished tune, not of step one
     assert not _same(after_one, _params(cascade, "base"))
-    lora = ut.tune_steps(source, stages=("base",), iters=4, lr=1e-3, optimizer="adamw", method="lora")
+    ut.reset()
+    with pytest.warns(UserWarning, match="not tuned"):
+        plain = ut.edit("beikkpic", stages=["base"], **FAST).raw
+    lora = ut.tune_steps(source, stages=("base",), iters=3, lr=1e-2, optimizer="adamw", method="lora")
     next(lora)
-    with pytest.raises(RuntimeError, match="still running"):
-        ut.set_weight_scale(0.5)
-    lora.close()
+    next(lora)
+    # a LoRA tune not finished yet: the scale goes to peft's adapter weight; 0 is the pristine model
+    assert np.array_equal(np.asarray(ut.edit("beikkpic", stages=["base"], weight_scale=0.0, **FAST).raw),
+                          np.asarray(plain))
+    assert list(lora) and ut.weight_scale == 1.0  # the last step and the fold ran at scale 1
+    lora_tuned = _params(cascade, "base")
+    ut.set_weight_scale(0.0)
+    assert _same(pristine, _params(cascade, "base"))
+    ut.set_weight_scale(1.0)
+    assert _same(lora_tuned, _params(cascade, "base"))
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="weight_scale"):
             ut.edit("beikkpic", stages=["base"], weight_scale=bad, **FAST)

@@ -277,6 +277,7 @@ class UniTune:
             for p in params:
                 p.requires_grad_(False)
                 p.grad = None
+            self.set_weight_scale(1.0)  # an edit after the last step may have scaled the weights
             self._merge_lora(stage)  # a LoRA delta becomes part of the weights: reset, save and load stay as they are
 
     def _trainable(self, stage: str, cfg: TuneSettings) -> list[torch.nn.Parameter]:
@@ -406,9 +407,10 @@ class UniTune:
         if scale == self.weight_scale:
             return
         for stage in self.tuned:
-            if LORA_ADAPTER in (getattr(self.cascade.unets[stage], "peft_config", None) or {}):
-                raise RuntimeError(f"a LoRA tune of stage {stage!r} is still running; let it finish (or stop it) "
-                                   "before changing weight_scale")
+            unet = self.cascade.unets[stage]
+            if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):  # a LoRA tune not finished: scale its delta
+                unet.set_adapters([LORA_ADAPTER], weights=[float(scale)])
+                continue
             params = dict(self.cascade.unets[stage].named_parameters())
             for n, w in self._tuned_tensors(stage).items():
                 p0 = self._pristine[stage][n]
