@@ -231,5 +231,3 @@ def test_bench_rows_of_another_tuning_method_and_weight_scales(tmp_path, capsys)
     assert "| UniTune |" in out and "| UniTune, attention only |" in out and "| UniTune, attention only (scale 0.5) |" in out
     with pytest.raises(ValueError, match="earlier folder holds"):
         bench.combine_edit_runs([a, a])
-    assert main(["bench-edit", "--tune-lr", "-1", "--quick"]) != 0
-    assert "lr" in capsys.readouterr().err

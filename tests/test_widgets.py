@@ -267,3 +267,25 @@ def test_a_mask_upload_limits_the_edit_and_no_mask_estimates_again(ed):
     assert "x.txt" in ed.status.value and "#b00020" in ed.status.value and ed.user_mask is None
     ed._guard(lambda: ed.set_mask(np.full((8, 8), 2.0)))  # float values above 1: the API refuses
     assert "[0, 1]" in ed.status.value and "#b00020" in ed.status.value and ed.user_mask is None
+
+
+def test_lora_tuning_and_the_weight_scale_slider(ed, tmp_path):
+    """The method dropdown tunes a LoRA delta of the rank in its box (the rank box is live only for LoRA); the weight
+    scale slider previews between the pristine (0) and tuned (1) model, and a history click restores it."""
+    assert ed.lora_rank.disabled and ed.weight_scale.value == ed.ut.edit_defaults["weight_scale"] == 1.0
+    ed.tune_method.value = "lora"
+    assert not ed.lora_rank.disabled
+    ed.lora_rank.value = 2
+    ed.tune_button.click()
+    assert ed.ut._lora["base"][0] == 2 and not ed.needs_tuning
+    tuned = ed.result.value
+    ed.weight_scale.value = 0.0
+    assert ed.last.settings["weight_scale"] == 0.0 and ed.ut.weight_scale == 0.0 and ed.result.value != tuned
+    ed.history_box.children[0].children[1].click()  # the preview that ended the tune, at scale 1
+    assert ed.weight_scale.value == 1.0 and ed.result.value == tuned
+    size = ed.save_tuned().stat().st_size
+    assert size < 2 * 2**20  # a LoRA tune saves its factors only
+    ed.lora_rank.value = 0
+    ed.rare_token.value = "zorbquix"
+    ed.tune_button.click()
+    assert "lora_rank" in ed.status.value and "#b00020" in ed.status.value

@@ -169,7 +169,7 @@ def _slug(text: str) -> str:
 
 def _edit_settings(a: argparse.Namespace) -> dict:
     return dict(guidance_scale=a.guidance_scale, baseline_prompt=a.baseline_prompt, t0=a.t0,
-                interpolation=a.interpolation, mask_from=a.mask_from, seed=a.seed)
+                interpolation=a.interpolation, mask_from=a.mask_from, seed=a.seed, weight_scale=a.weight_scale)
 
 
 def _run_edits(ut, prompts: list[str], out: Path, settings: dict, mask=None, targets=None) -> None:
@@ -263,6 +263,8 @@ def _add_edit_flags(p: argparse.ArgumentParser) -> None:
                    "(default: the model's)")
     p.add_argument("--mask-from", choices=MASK_FROM, default=None,
                    help="what the edit is compared with to estimate the interpolation mask (default: the model's)")
+    p.add_argument("--weight-scale", type=float, default=None,
+                   help="sample from pristine + s (tuned - pristine) weights, s in [0, 1] (default: 1, the tuned model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import files
-from .settings import EditSettings, TuneSettings, check_int
+from .settings import EditSettings, check_int
 
 
 def _positive(name: str, value, integer: bool = True) -> None:
@@ -43,7 +43,8 @@ def _weights(a: argparse.Namespace) -> None:
 
 
 def _edit_settings(a: argparse.Namespace, mask=None) -> None:
-    EditSettings(a.guidance_scale, a.baseline_prompt, a.t0, a.interpolation, mask, a.mask_from, a.seed).check()
+    EditSettings(a.guidance_scale, a.baseline_prompt, a.t0, a.interpolation, mask, a.mask_from, a.seed,
+                 weight_scale=a.weight_scale).check()
     _positive("--iters", a.iters)
 
 
@@ -132,8 +133,7 @@ def check_bench_edit(a: argparse.Namespace) -> None:
     for x in (a.sweep_scale or "").split(","):
         if x:
             EditSettings(weight_scale=float(x)).check()
-    if a.tune_lr is not None:
-        TuneSettings(lr=a.tune_lr).check()
+    _positive("--tune-lr", a.tune_lr, integer=False)
     if a.sweep_iters:
         for k in a.sweep_iters.split(","):
             check_int("--sweep-iters", int(k) if k.strip().isdigit() else k, 1)

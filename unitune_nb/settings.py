@@ -133,13 +133,15 @@ class TuneSettings:
     max_noise_level: int = 350
     sr_crops: bool = True
     method: str = "full"  # "full" (the weights `trainable` selects), "attention" (attention layers only), "lora"
-    lora_rank: int = 4  # the rank of the LoRA delta on the attention projections (method "lora")
+    lora_rank: int = 16  # the rank of the LoRA delta on the attention projections (method "lora")
+    lora_lr: float = 1e-3  # the learning rate of a LoRA tune when none is given: its factors start at zero
 
     def check(self) -> TuneSettings:
         check_int("iters", self.iters, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("max_noise_level", self.max_noise_level, 0)
         _number("lr", self.lr, 0, math.inf, low_open=True)
+        _number("lora_lr", self.lora_lr, 0, math.inf, low_open=True)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         check_int("lora_rank", self.lora_rank, 1)

@@ -198,8 +198,13 @@ class UniTune:
         self.cascade.release_tuning(stage)
 
     def tune_settings(self, **overrides) -> TuneSettings:
-        """This model's :class:`TuneSettings` with the given (non-None) fields replaced, checked."""
-        return replace(self.defaults.tune, **{k: v for k, v in overrides.items() if v is not None}).check()
+        """This model's :class:`TuneSettings` with the given (non-None) fields replaced, checked.  A LoRA tune
+        without an ``lr`` takes ``lora_lr``."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = replace(self.defaults.tune, **given)
+        if cfg.method == "lora" and "lr" not in given:
+            cfg = replace(cfg, lr=cfg.lora_lr)
+        return cfg.check()
 
     def _tune_stages(self, stages: Sequence[str] | None) -> tuple[str, ...]:
         stages = tuple(stages) if stages is not None else self.cascade.stages[:2]  # base + first SR, as the paper

@@ -2,7 +2,8 @@
 
 ``Editor(ut)`` (or :func:`unitune_nb.editor`) shows a source picker (a world scene by seed, or an
 uploaded picture), the rare token and a Tune button with a progress bar, the edit prompt, sliders
-for the three knobs of UniTune (guidance scale, late start t0 and interpolation; Sec. 3),
+for the three knobs of UniTune (guidance scale, late start t0 and interpolation; Sec. 3) and the weight scale
+(pristine 0 .. tuned 1), the tuning method (full, attention only, LoRA and its rank),
 an optional baseline prompt (prompt guidance), the seed, and the result beside the source with the
 estimated edit mask (or a mask you upload).  Letting go of a slider (or pressing Enter in a text box)
 runs a fast base-stage preview; "Full resolution" runs the whole cascade; "Save" writes the edit at full
@@ -35,7 +36,7 @@ from PIL import Image
 
 from . import world
 from .jobs import CANCELLED, DONE, Job
-from .settings import MASK_FROM, RARE_TOKEN
+from .settings import MASK_FROM, RARE_TOKEN, TUNE_METHODS
 from .tune import UniTune
 
 THUMB = 64  # px of a history thumbnail
@@ -127,6 +128,11 @@ class Editor:
         self.tune_iters = W.IntText(value=self.ut.default_iters if tune_iters is None else tune_iters,
                                     description="iterations", style=style, layout=W.Layout(width="160px"))
         self.tune_button = W.Button(description="Tune", button_style="primary", icon="cogs")
+        tune = self.ut.defaults.tune
+        self.tune_method = W.Dropdown(options=list(TUNE_METHODS), value=tune.method, description="method", style=style,
+                                      layout=W.Layout(width="190px"))
+        self.lora_rank = W.IntText(value=tune.lora_rank, description="LoRA rank", style=style,
+                                   layout=W.Layout(width="130px"), disabled=tune.method != "lora")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
                                       tooltip="stop tuning; the model goes back to its pristine weights")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="tuning", style=style)
@@ -144,6 +150,9 @@ class Editor:
                                 continuous_update=False, style=style)
         self.interp = W.FloatSlider(value=d["interpolation"], min=0.0, max=1.0, step=0.1,
                                     description="interpolation", continuous_update=False, style=style)
+        self.weight_scale = W.FloatSlider(value=d["weight_scale"], min=0.0, max=1.0, step=0.05,
+                                          description="weight scale (0 pristine, 1 tuned)", continuous_update=False,
+                                          style=style)
         self.mask_from = W.Dropdown(options=list(MASK_FROM), value=d["mask_from"], description="mask from",
                                     style=style, layout=W.Layout(width="240px"))
         self.mask_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload mask")
@@ -174,7 +183,9 @@ class Editor:
         self.full_button.on_click(lambda _: self._guard(lambda: self.edit(full=True)))
         self.save_button.on_click(lambda _: self._guard(self.save))
         self.save_tuned_button.on_click(lambda _: self._guard(self.save_tuned))
-        for w in (self.guidance, self.t0, self.interp, self.mask_from, self.seed, self.prompt, self.baseline):
+        self.tune_method.observe(lambda ch: setattr(self.lora_rank, "disabled", ch["new"] != "lora"), names="value")
+        for w in (self.guidance, self.t0, self.interp, self.weight_scale, self.mask_from, self.seed, self.prompt,
+                  self.baseline):
             w.observe(lambda ch: self.request_preview(), names="value")
 
     @property
@@ -192,9 +203,11 @@ class Editor:
             W.HTML("<b>UniTune live editor</b>: tune once, then move the sliders (base-stage preview); "
                    "<i>Full resolution</i> runs the whole cascade."),
             W.HBox([self.scene_seed, self.new_scene, self.upload]),
-            W.HBox([self.rare_token, self.tune_iters, self.tune_button, self.cancel_button, self.progress]),
+            W.HBox([self.rare_token, self.tune_iters, self.tune_method, self.lora_rank]),
+            W.HBox([self.tune_button, self.cancel_button, self.progress]),
             self.prompt, self.baseline,
             W.HBox([self.guidance, self.t0, self.interp]),
+            self.weight_scale,
             W.HBox([self.mask_from, self.mask_upload, self.clear_mask]),
             W.HBox([self.seed, self.full_button, self.save_button, self.save_tuned_button]),
             views, self.status, self.download, W.Label("history (click to restore):"), self.history_box])
@@ -350,11 +363,13 @@ class Editor:
         if iters < 1:
             raise ValueError("iterations must be >= 1")
         stages = ("base", "sr1") if "sr1" in self.ut.cascade.stages else ("base",)
-        steps = self.ut.tune_steps(None, token, stages=stages, iters=iters)  # checks its arguments first
+        steps = self.ut.tune_steps(None, token, stages=stages, iters=iters, method=self.tune_method.value,  # checked
+                                   lora_rank=int(self.lora_rank.value) if self.tune_method.value == "lora" else None)
         self.progress.max, self.progress.value = iters * len(stages), 0
         self._tuned_key = None
         with self._working("tuning"):
-            self.message(f"tuning {'+'.join(stages)} on the source with {token!r} (Cancel stops it)...")
+            self.message(f"tuning {'+'.join(stages)} ({self.tune_method.value}) on the source with {token!r} "
+                         "(Cancel stops it)...")
             started = time.perf_counter()
             self.job = Job(steps, self._tune_step, lambda job: self._guard(lambda: self._tuned(job, started)))
             self.job.start()
@@ -395,7 +410,8 @@ class Editor:
     # ------------------------------------------------------------------ editing
     def settings(self) -> dict:
         return {"prompt": self.prompt.value, "guidance_scale": float(self.guidance.value), "t0": float(self.t0.value),
-                "interpolation": float(self.interp.value), "mask_from": self.mask_from.value,
+                "interpolation": float(self.interp.value), "weight_scale": float(self.weight_scale.value),
+                "mask_from": self.mask_from.value,
                 "baseline_prompt": self.baseline.value or None, "seed": int(self.seed.value),
                 "mask": self.user_mask}
 
@@ -422,6 +438,7 @@ class Editor:
         with self._working("full resolution" if full else "preview"):
             res = self.ut.edit(s["prompt"], guidance_scale=s["guidance_scale"], baseline_prompt=s["baseline_prompt"],
                                t0=s["t0"], interpolation=s["interpolation"], mask_from=s["mask_from"], mask=s["mask"],
+                               weight_scale=s.get("weight_scale"),
                                seed=s["seed"], stages=stages, steps=None if full else self.ut.defaults.preview_steps)
         self.last = res
         self.result.value = png_bytes(res.image)
@@ -454,6 +471,7 @@ class Editor:
         with self._quiet():
             self.prompt.value, self.baseline.value = e["prompt"], e["baseline_prompt"] or ""
             self.guidance.value, self.t0.value, self.interp.value = e["guidance_scale"], e["t0"], e["interpolation"]
+            self.weight_scale.value = e.get("weight_scale", 1.0)
             self.mask_from.value = e["mask_from"]
             self.seed.value = e["seed"]
             self.user_mask = e["mask"]
