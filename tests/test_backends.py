@@ -203,7 +203,7 @@ def test_editor_starts_from_a_real_models_own_defaults(sd_cascade, tmp_path):
 @pytest.mark.parametrize("which", ["if", "sd"])
 def test_lora_tuning_on_real_model_classes(which, if_cascade, sd_cascade, source):
     """method="lora" on diffusers' IF and SD U-Nets (tiny stand-ins): only attention projections change, the
-    names stay, and reset is exact."""
+    names stay, the weight scale interpolates, and reset is exact."""
     c = if_cascade if which == "if" else sd_cascade
     ut = UniTune(c)
     pristine = _params(c.unets["base"])
@@ -211,5 +211,10 @@ def test_lora_tuning_on_real_model_classes(which, if_cascade, sd_cascade, source
     now = _params(c.unets["base"])
     changed = [n for n in now if not torch.equal(now[n], pristine[n])]
     assert set(now) == set(pristine) and changed and all(".attn" in n or "attention" in n for n in changed)
+    ut.set_weight_scale(0.5)  # the weight-space knob works on the real model classes too
+    half = _params(c.unets["base"])
+    assert all(torch.allclose(half[n], (pristine[n] + now[n]) / 2, atol=1e-6) for n in changed)
+    ut.set_weight_scale(1.0)
+    assert all(torch.equal(p, now[n]) for n, p in c.unets["base"].named_parameters())
     ut.reset()
     assert all(torch.equal(p, pristine[n]) for n, p in c.unets["base"].named_parameters())

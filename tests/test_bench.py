@@ -231,3 +231,11 @@ def test_bench_rows_of_another_tuning_method_and_weight_scales(tmp_path, capsys)
     assert "| UniTune |" in out and "| UniTune, attention only |" in out and "| UniTune, attention only (scale 0.5) |" in out
     with pytest.raises(ValueError, match="earlier folder holds"):
         bench.combine_edit_runs([a, a])
+
+
+def test_bench_speed_times_a_lora_tune_and_reports_its_small_file():
+    r = bench.bench_speed(iters=2, repeats=1, method="lora", lora_rank=2)
+    assert r["tune_method"] == "lora" and r["lora_rank"] == 2 and r["tune_lr"] == 1e-3  # LoRA's own default lr
+    assert 0 < r["trained_params"] < 200_000 and 0 < r["tuned_file_mb"] < 1.0
+    assert r["tune_base_s"] > 0 and r["tune_sr1_s"] > 0 and r["peak_rss_mb"] > 0
+    assert "method lora rank 2" in bench.format_speed(r)

@@ -90,7 +90,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
 def cmd_bench_speed(a: argparse.Namespace) -> None:
     from .bench import bench_speed, format_speed
 
-    print(format_speed(bench_speed(a.weights, iters=a.iters, progress=True)))
+    print(format_speed(bench_speed(a.weights, iters=a.iters, progress=True, method=a.tune_method,
+                                   lora_rank=a.lora_rank)))
 
 
 def cmd_bench_edit(a: argparse.Namespace) -> None:
@@ -358,6 +359,8 @@ def _add_bench(sub) -> None:
     bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
     bs.add_argument("--weights", default=None)
     bs.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
+    bs.add_argument("--tune-method", default=None, choices=TUNE_METHODS, help="tuning method (default: the model's)")
+    bs.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
     bs.set_defaults(func=cmd_bench_speed, check=checks.check_bench_speed)
 
     be = sub.add_parser("bench-edit", help="UniTune and the baselines on the fixed edit cases, scored by the world's oracle")

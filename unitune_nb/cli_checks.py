@@ -123,6 +123,7 @@ def check_eval(a: argparse.Namespace) -> None:
 
 def check_bench_speed(a: argparse.Namespace) -> None:
     _positive("--iters", a.iters)
+    _positive("--lora-rank", a.lora_rank)
 
 
 def check_bench_edit(a: argparse.Namespace) -> None:

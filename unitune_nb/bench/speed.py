@@ -25,17 +25,21 @@ def _peak_rss_mb() -> float:
 
 
 def bench_speed(weights=None, iters: int | None = None, batch_size: int | None = None, repeats: int = 3,
-                progress: bool = False) -> dict:
-    """Measure tune, edit, preview and reset times; returns a dict of seconds and megabytes.  ``iters`` and
-    ``batch_size`` default to the model's tuning settings."""
+                progress: bool = False, method: str | None = None, lora_rank: int | None = None) -> dict:
+    """Measure tune, edit, preview and reset times; returns a dict of seconds and megabytes.  ``iters``,
+    ``batch_size``, ``method`` and ``lora_rank`` default to the model's tuning settings.  Peak RSS is the
+    process's: measure one method per process."""
     ut = UniTune(Cascade.from_pretrained(weights))
-    cfg = ut.tune_settings(iters=iters, batch_size=batch_size)
+    cfg = ut.tune_settings(iters=iters, batch_size=batch_size, method=method, lora_rank=lora_rank)
     iters, batch_size = cfg.iters, cfg.batch_size
     source = world.render(world.random_scene(2), 128)
     ut.cascade.generate("warm up", stages=["base"], steps=2)
-    report = ut.tune(source, iters=iters, batch_size=batch_size, progress=progress)
+    report = ut.tune(source, iters=iters, batch_size=batch_size, progress=progress, method=cfg.method,
+                     lora_rank=cfg.lora_rank)
     res = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-           "tune_iters": iters, "tune_batch": batch_size,
+           "tune_iters": iters, "tune_batch": batch_size, "tune_method": cfg.method,
+           "lora_rank": cfg.lora_rank if cfg.method == "lora" else None, "tune_lr": cfg.lr,
+           "trained_params": sum(report.trainable_params.values()),
            "tune_base_s": report.seconds.get("base", 0.0), "tune_sr1_s": report.seconds.get("sr1", 0.0)}
     res["tune_total_s"] = res["tune_base_s"] + res["tune_sr1_s"]
 
@@ -65,7 +69,9 @@ TARGETS = {"tune_total_s": 30.0, "edit_full_s": 5.0, "preview_base_s": 0.5, "res
 
 
 def format_speed(r: dict) -> str:
-    lines = [f"threads {r['threads']}, tune {r['tune_iters']} iterations x batch {r['tune_batch']}",
+    how = r.get("tune_method", "full") + (f" rank {r['lora_rank']}" if r.get("lora_rank") else "")
+    lines = [f"threads {r['threads']}, tune {r['tune_iters']} iterations x batch {r['tune_batch']}, method {how}, "
+             f"lr {r.get('tune_lr', 0):g}, {r.get('trained_params', 0) / 1e6:.2f} M trained parameters",
              "| measure | measured | target |", "|---|---|---|"]
     for k, target in TARGETS.items():
         unit = "MB" if k.endswith("_mb") else "s"
