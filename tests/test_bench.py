@@ -229,6 +229,10 @@ def test_bench_rows_of_another_tuning_method_and_weight_scales(tmp_path, capsys)
     assert main(["bench-edit", "--combine", f"{a},{b}", "--out", str(tmp_path / "both")]) == 0
     out = capsys.readouterr().out
     assert "| UniTune |" in out and "| UniTune, attention only |" in out and "| UniTune, attention only (scale 0.5) |" in out
+    both = json.loads((tmp_path / "both" / "bench_edit_summary.json").read_text())["summary"]
+    curves = bench.scale_curves(both)
+    assert list(curves) == ["UniTune, attention only"] and [x for x, _ in curves["UniTune, attention only"]] == [0.5, 1.0]
+    assert (tmp_path / "both" / "scale.png").is_file()
     with pytest.raises(ValueError, match="earlier folder holds"):
         bench.combine_edit_runs([a, a])
 

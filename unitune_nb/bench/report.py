@@ -141,6 +141,37 @@ def iters_figure(rows: Sequence[dict]):
     return fig
 
 
+def scale_curves(summary: dict) -> dict[str, list[tuple[float, dict]]]:
+    """The rows scored at several weight scales ("UniTune, LoRA r16 (scale 0.5)" ...) as one curve per row:
+    ``{row: [(scale, stats), ...]}`` sorted by scale, the row itself at scale 1."""
+    curves: dict[str, list] = {}
+    for name, st in summary.items():
+        m = re.fullmatch(r"(.+) \(scale ([\d.]+)\)", name)
+        if m and m[1] in summary:
+            curves.setdefault(m[1], [(1.0, summary[m[1]])]).append((float(m[2]), st))
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in curves.items()}
+
+
+def scale_figure(summary: dict):
+    """Success and preservation against the weight scale (0 = pristine, 1 = tuned), one line per tuning method."""
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.2), dpi=80)
+    for i, (name, pts) in enumerate(scale_curves(summary).items()):
+        x = [p[0] for p in pts]
+        for ax, k in ((a1, "success"), (a2, "psnr")):
+            ax.errorbar(x, [p[1][k][0] for p in pts], yerr=[p[1][k][1] for p in pts], fmt="o-", c=f"C{i}",
+                        capsize=2, label=name)
+    a1.set_ylabel("edit success (probe)")
+    a2.set_ylabel("PSNR outside mask (dB)")
+    for ax in (a1, a2):
+        ax.set_xlabel("weight scale (0 = pristine, 1 = tuned)")
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def format_edit(summary: dict) -> str:
     lines = ["| method | success | PSNR outside mask (dB) | SSIM | identity PSNR (dB) | prep s | edit s |",
              "|---|---|---|---|---|---|---|"]
@@ -184,7 +215,8 @@ def edit_report(records: Sequence[dict], meta: dict) -> tuple[dict, str]:
 
 def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) -> Path:
     """Write ``bench_edit.json`` (with every record), ``bench_edit_summary.json`` and the figures
-    (``pareto.png``, ``iters.png`` when there is a tuning-iteration sweep) into ``folder``."""
+    (``pareto.png``; ``iters.png`` when there is a tuning-iteration sweep, ``scale.png`` when rows were scored at
+    several weight scales) into ``folder``."""
     import matplotlib.pyplot as plt
 
     d = Path(folder)
@@ -194,6 +226,10 @@ def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) ->
     if out.get("sweep") or out.get("summary"):
         fig = pareto_figure(out.get("sweep", []), out.get("summary"), out.get("chosen"))
         fig.savefig(d / "pareto.png", bbox_inches="tight")
+        plt.close(fig)
+    if scale_curves(out.get("summary") or {}):
+        fig = scale_figure(out["summary"])
+        fig.savefig(d / "scale.png", bbox_inches="tight")
         plt.close(fig)
     if out.get("iters_sweep"):
         fig = iters_figure(out["iters_sweep"])
