@@ -316,7 +316,7 @@ def test_tuning_methods_change_only_their_weights_and_reset_exactly(ut, cascade,
     assert changed and all(".attentions." in n for n in changed)
     if method == "lora":
         assert all(any(f".{t}." in n for t in LORA_TARGETS) and n.endswith(".weight") for n in changed)
-        assert rep.trainable_params["base"] < 0.02 * sum(p.numel() for p in pristine.values())
+        assert rep.trainable_params["base"] < 0.05 * sum(p.numel() for p in pristine.values())  # rank 16
     assert ut.edit("beikkpic", stages=["base"], **FAST).image.size == (32, 32)
     ut.reset()
     assert _same(pristine, _params(cascade, "base"))
@@ -444,3 +444,30 @@ def test_weight_scale_during_a_tune_and_bad_scales(ut, cascade, source):
         with pytest.raises(ValueError, match="weight_scale"):
             ut.edit("beikkpic", stages=["base"], weight_scale=bad, **FAST)
     ut.reset()
+
+
+def test_tuning_targets_narrow_attention_and_lora_tuning(ut, cascade, source, tmp_path):
+    """targets=("attn2",) tunes cross-attention only; LoRA targets go to peft and are saved with the factors, so
+    load_tuned rebuilds the same delta.  Targets that match nothing are refused with what to write."""
+    pristine = _params(cascade, "base")
+    ut.tune(source, stages=("base",), iters=3, lr=1e-3, optimizer="adamw", progress=False, method="attention",
+            targets="attn2")
+    changed = {n for n, p in _params(cascade, "base").items() if not torch.equal(p, pristine[n])}
+    assert changed and all(".attn2." in n for n in changed)
+    ut.tune(source, stages=("base",), iters=3, optimizer="adamw", progress=False, method="lora", lora_rank=2,
+            targets=["attn2.to_k", "attn2.to_v"])
+    tuned = _params(cascade, "base")
+    changed = {n for n in tuned if not torch.equal(tuned[n], pristine[n])}
+    assert changed and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in changed)
+    ut.save_tuned(tmp_path / "kv.safetensors")
+    ut.reset()
+    ut.load_tuned(tmp_path / "kv.safetensors")
+    assert _same(tuned, _params(cascade, "base"))
+    ut.reset()
+    with pytest.raises(ValueError, match="do not fit stage 'base'"):
+        ut.tune(source, stages=("base",), iters=1, progress=False, method="lora", targets="nothing_like_this")
+    with pytest.raises(ValueError, match="selects no parameter"):
+        ut.tune(source, stages=("base",), iters=1, progress=False, method="attention", targets="nothing_like_this")
+    with pytest.raises(ValueError, match="targets must be"):
+        ut.tune(source, stages=("base",), iters=1, progress=False, method="attention", targets=[""])
+    assert _same(pristine, _params(cascade, "base")) and not getattr(cascade.unets["base"], "peft_config", None)

@@ -144,7 +144,8 @@ def _run_bench_edit(a: argparse.Namespace) -> tuple[list[dict], dict]:
     iters_n = len(set(sweep_iters or ())) * a.seeds
     scales = [float(x) for x in a.sweep_scale.split(",")] if a.sweep_scale else []
     tuned_n = sum(m.model == "tuned" for m in bench.benchmark_rows(methods, sdedit_t0)) * a.seeds * len(scales)
-    tune = {k: v for k, v in (("method", a.tune_method), ("lora_rank", a.lora_rank), ("lr", a.tune_lr)) if v is not None}
+    tune = {k: v for k, v in (("method", a.tune_method), ("lora_rank", a.lora_rank), ("lr", a.tune_lr),
+                              ("targets", a.tune_targets)) if v is not None}
     steps = bench.bench_edit_steps(cases, a.weights, seeds=a.seeds, iters=a.iters, ti_iters=a.ti_iters, full=a.full,
                                    sweep=sweep, methods=methods, sweep_iters=sweep_iters, sweep_seeds=a.sweep_seeds,
                                    sdedit_t0=sdedit_t0, tune=tune, sweep_scale=scales)
@@ -220,7 +221,8 @@ def cmd_edit(a: argparse.Namespace) -> None:
         _load_tuned(ut, a)
     else:
         report = ut.tune(a.source, rare_token=a.rare_token, iters=a.iters, lr=a.lr, seed=a.seed,
-                         stages=tuple(a.tune_stages.split(",")), method=a.tune_method, lora_rank=a.lora_rank)
+                         stages=tuple(a.tune_stages.split(",")), method=a.tune_method, lora_rank=a.lora_rank,
+                         targets=a.tune_targets)
         for note in report.notes:
             print(f"note: source image {note}")
         print(report)
@@ -341,6 +343,8 @@ def _add_edit_and_demo(sub) -> None:
     ed.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
                     help="full (default), attention (attention layers only) or lora (a low-rank delta, via peft)")
     ed.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
+    ed.add_argument("--tune-targets", default=None, help="comma-separated module names to tune: LoRA's projections "
+                    "(default to_q,to_k,to_v,to_out.0) or the attention parts (e.g. attn2 = cross-attention)")
     ed.add_argument("--mask", default=None, help="image whose white part may change (confines the edit)")
     ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
     ed.add_argument("--load-tuned", default=None, help="skip tuning: load a file from --save-tuned")
@@ -387,6 +391,7 @@ def _add_bench(sub) -> None:
     be.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
                     help="UniTune's tuning method for this run (default: the model's, full); rows are named after it")
     be.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
+    be.add_argument("--tune-targets", default=None, help="comma-separated module names to tune (see edit --help)")
     be.add_argument("--tune-lr", type=float, default=None, help="UniTune's tuning learning rate (default: the model's)")
     be.add_argument("--sweep-scale", default=None,
                     help="comma-separated weight scales in [0, 1] (e.g. 0.5,0.75): the tuned-model rows again at each")

@@ -48,6 +48,11 @@ def _edit_settings(a: argparse.Namespace, mask=None) -> None:
     _positive("--iters", a.iters)
 
 
+def _targets(text: str | None) -> None:
+    if text is not None and not all(t.strip(". ") for t in text.split(",")):
+        raise ValueError(f"--tune-targets {text!r}: give comma-separated module names, e.g. attn2 or to_k,to_v")
+
+
 def _prompt(p: str) -> None:
     if not p.strip():
         raise ValueError("the prompt is empty; describe the image, e.g. 'a red house on snow at night'")
@@ -77,6 +82,7 @@ def check_edit(a: argparse.Namespace) -> None:
     _edit_settings(a)
     _positive("--lr", a.lr, integer=False)
     _positive("--lora-rank", a.lora_rank)
+    _targets(a.tune_targets)
     if not a.rare_token.strip():
         raise ValueError("--rare-token is empty; give a nonsense word such as 'beikkpic'")
     bad = [s for s in a.tune_stages.split(",") if s not in STAGES]
@@ -127,6 +133,7 @@ def check_bench_speed(a: argparse.Namespace) -> None:
 
 
 def check_bench_edit(a: argparse.Namespace) -> None:
+    _targets(a.tune_targets)
     for name in ("seeds", "cases", "iters", "ti_iters", "sweep_seeds", "lora_rank"):
         _positive(f"--{name.replace('_', '-')}", getattr(a, name))
     for name in ("sweep_guidance", "sweep_t0", "sweep_interpolation", "sdedit_t0", "sweep_scale"):

@@ -135,6 +135,9 @@ class TuneSettings:
     method: str = "full"  # "full" (the weights `trainable` selects), "attention" (attention layers only), "lora"
     lora_rank: int = 16  # the rank of the LoRA delta on the attention projections (method "lora")
     lora_lr: float = 1e-3  # the learning rate of a LoRA tune when none is given: its factors start at zero
+    #: Module-name endings a LoRA delta adapts (peft's target_modules; None: to_q, to_k, to_v, to_out.0), or the
+    #: parts of the attention blocks attention-only tuning trains (e.g. ("attn2",): cross-attention; None: all).
+    targets: tuple[str, ...] | None = None
 
     def check(self) -> TuneSettings:
         check_int("iters", self.iters, 1)
@@ -145,6 +148,10 @@ class TuneSettings:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         check_int("lora_rank", self.lora_rank, 1)
+        if self.targets is not None and (not isinstance(self.targets, tuple) or not self.targets or
+                                         not all(isinstance(t, str) and t.strip(". ") for t in self.targets)):
+            raise ValueError(f"targets must be a non-empty tuple of module names such as ('attn2',) or "
+                             f"('to_k', 'to_v'), got {self.targets!r}")
         if self.method not in TUNE_METHODS:
             raise ValueError(f"method must be one of {TUNE_METHODS}, got {self.method!r}")
         if not callable(self.trainable) and self.trainable not in TRAINABLE:

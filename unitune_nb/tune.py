@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +40,14 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections
 
 __all__ = ["EDIT_DEFAULTS", "MASK_FROM", "OPTIMIZERS", "RARE_TOKEN", "TRAINABLE", "EditResult", "TuneReport", "TuneStep",
            "UniTune", "make_optimizer"]
+
+
+class LoraDelta(NamedTuple):
+    """A LoRA tune of one stage, kept after it was folded into the weights (what ``save_tuned`` writes)."""
+
+    rank: int
+    targets: list[str]  # peft's target_modules
+    factors: dict[str, torch.Tensor]  # peft's state dict of the adapter (lora_A / lora_B per module)
 
 
 @dataclass
@@ -112,7 +121,7 @@ class UniTune:
         self.cascade = cascade or Cascade.from_pretrained()
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
         self._trained_sizes: dict[str, int] = {}  # parameters trained per stage in the last tune
-        self._lora: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # stage -> (rank, LoRA factors) once folded
+        self._lora: dict[str, LoraDelta] = {}  # stage -> its LoRA delta, once folded into the weights
         self._tuned_copy: dict[str, dict[str, torch.Tensor]] = {}  # stage -> its tuned tensors, while weight_scale < 1
         self.weight_scale = 1.0  # where the tuned stages sit between pristine (0) and tuned (1) weights
         self.source: Image.Image | None = None
@@ -201,6 +210,9 @@ class UniTune:
         """This model's :class:`TuneSettings` with the given (non-None) fields replaced, checked.  A LoRA tune
         without an ``lr`` takes ``lora_lr``."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(given.get("targets"), (list, str)):  # "attn2,to_k" or ["attn2"] as well as a tuple
+            t = given["targets"]
+            given["targets"] = tuple(x.strip() for x in (t.split(",") if isinstance(t, str) else t))
         cfg = replace(self.defaults.tune, **given)
         if cfg.method == "lora" and "lr" not in given:
             cfg = replace(cfg, lr=cfg.lora_lr)
@@ -220,7 +232,7 @@ class UniTune:
                    iters: int | None = None, batch_size: int | None = None, lr: float | None = None,
                    optimizer: str | None = None, trainable: str | Callable[[str], bool] | None = None, seed: int = 0,
                    max_noise_level: int | None = None, sr_crops: bool | None = None, method: str | None = None,
-                   lora_rank: int | None = None) -> Iterator[TuneStep]:
+                   lora_rank: int | None = None, targets: Sequence[str] | None = None) -> Iterator[TuneStep]:
         """Fine-tune stage after stage, yielding a :class:`TuneStep` after every optimiser step.
 
         Breaking out of the loop keeps what was tuned so far.  A ``KeyboardInterrupt`` or a
@@ -228,11 +240,12 @@ class UniTune:
         propagates, so the model stays usable.  Always starts from the pristine weights.  Options left at
         ``None`` take the model's :class:`TuneSettings` (:meth:`tune_settings`); ``method`` is "full",
         "attention" (attention layers only) or "lora" (a rank-``lora_rank`` delta through peft, folded into the
-        weights when the stage's loop ends).
+        weights when the stage's loop ends); ``targets`` narrows either to some modules (:class:`TuneSettings`).
         """
         stages = self._tune_stages(stages)
         cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable,
-                                 max_noise_level=max_noise_level, sr_crops=sr_crops, method=method, lora_rank=lora_rank)
+                                 max_noise_level=max_noise_level, sr_crops=sr_crops, method=method, lora_rank=lora_rank,
+                                 targets=targets)
         self.start_tuning(image, rare_token)
         self.rare_token = rare_token
         text = self.cascade.encode([rare_token] * cfg.batch_size)
@@ -290,21 +303,29 @@ class UniTune:
         ("attention"), or a new rank-``cfg.lora_rank`` LoRA delta on the attention projections ("lora", via peft)."""
         unet = self.cascade.unets[stage]
         if cfg.method == "lora":
-            self._add_lora(stage, cfg.lora_rank)
+            self._add_lora(stage, cfg.lora_rank, cfg.targets)
             params = [p for n, p in unet.named_parameters() if "lora_" in n]
         else:
             trainable = "attention" if cfg.method == "attention" else cfg.trainable
-            params = [p for n, p in unet.named_parameters() if _select(n, trainable)]
+            params = [p for n, p in unet.named_parameters() if _select(n, trainable) and
+                      (cfg.method != "attention" or cfg.targets is None or
+                       any(f".{t.strip('.')}." in f".{n}" for t in cfg.targets))]
             if not params:
-                raise ValueError(f"trainable={trainable!r} selects no parameter of stage {stage!r}")
+                raise ValueError(f"trainable={trainable!r}" + (f" with targets={cfg.targets}" if cfg.targets else "") +
+                                 f" selects no parameter of stage {stage!r}")
         self._trained_sizes[stage] = sum(p.numel() for p in params)
         return params
 
-    def _add_lora(self, stage: str, rank: int) -> None:
+    def _add_lora(self, stage: str, rank: int, targets: Sequence[str] | None = None) -> None:
         from peft import LoraConfig
 
-        self.cascade.unets[stage].add_adapter(
-            LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGETS)), adapter_name=LORA_ADAPTER)
+        targets = list(targets or LORA_TARGETS)
+        try:
+            self.cascade.unets[stage].add_adapter(
+                LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), adapter_name=LORA_ADAPTER)
+        except ValueError as e:  # peft: no module matched, or a module it cannot adapt
+            raise ValueError(f"LoRA targets {targets} do not fit stage {stage!r} ({str(e).splitlines()[0][:160]}); "
+                             f"name linear layers by the end of their names, e.g. {list(LORA_TARGETS)}") from e
 
     def _merge_lora(self, stage: str, keep: bool = True) -> None:
         """Fold a LoRA delta into ``stage``'s weights (``keep``: its low-rank factors are kept for save_tuned) or
@@ -315,18 +336,20 @@ class UniTune:
                 from peft.utils import get_peft_model_state_dict
 
                 factors = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
-                self._lora[stage] = (unet.peft_config[LORA_ADAPTER].r,
-                                     {k: v.detach().cpu().clone() for k, v in factors.items()})
+                cfg = unet.peft_config[LORA_ADAPTER]
+                self._lora[stage] = LoraDelta(cfg.r, sorted(cfg.target_modules),
+                                              {k: v.detach().cpu().clone() for k, v in factors.items()})
                 unet.fuse_lora(adapter_names=[LORA_ADAPTER])
             unet.unload_lora()
 
-    def _load_lora(self, stage: str, rank: int, factors: dict[str, torch.Tensor], path: Path) -> None:
+    def _load_lora(self, stage: str, rank: int, factors: dict[str, torch.Tensor], path: Path,
+                   targets: Sequence[str] | None = None) -> None:
         """Put saved LoRA factors onto ``stage``'s pristine weights and fold them in."""
         from peft.utils import set_peft_model_state_dict
 
         self.cascade.prepare_tuning(stage)
         self._snapshot(stage)
-        self._add_lora(stage, rank)
+        self._add_lora(stage, rank, targets)
         try:
             res = set_peft_model_state_dict(self.cascade.unets[stage], factors, adapter_name=LORA_ADAPTER)
             misfits = [k for k in res.missing_keys if "lora_" in k] + list(res.unexpected_keys)
@@ -340,16 +363,16 @@ class UniTune:
     def tune(self, image, rare_token: str = RARE_TOKEN, stages: Sequence[str] | None = None, iters: int | None = None,
              batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
              trainable: str | Callable[[str], bool] | None = None, seed: int = 0, progress: bool = True,
-             method: str | None = None, lora_rank: int | None = None) -> TuneReport:
+             method: str | None = None, lora_rank: int | None = None, targets: Sequence[str] | None = None) -> TuneReport:
         """Fine-tune on (``image``, ``rare_token``) (:meth:`tune_steps`) with a progress bar; returns a
         :class:`TuneReport`.  Options left at ``None`` take the model's :class:`TuneSettings`."""
         from tqdm.auto import tqdm
 
         stages = self._tune_stages(stages)
         cfg = self.tune_settings(iters=iters, batch_size=batch_size, lr=lr, optimizer=optimizer, trainable=trainable,
-                                 method=method, lora_rank=lora_rank)
+                                 method=method, lora_rank=lora_rank, targets=targets)
         steps = self.tune_steps(image, rare_token, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer,
-                                cfg.trainable, seed, method=cfg.method, lora_rank=cfg.lora_rank)
+                                cfg.trainable, seed, method=cfg.method, lora_rank=cfg.lora_rank, targets=cfg.targets)
         tokens = self.cascade.text_encoder.tokens(rare_token) if isinstance(rare_token, str) else []
         report = TuneReport(rare_token, tokens, stages, cfg.iters, cfg.batch_size, cfg.lr, cfg.optimizer, {})
         bar = tqdm(total=cfg.iters * len(stages), desc="tune", disable=not progress)
@@ -447,14 +470,15 @@ class UniTune:
         tensors, lora = {}, all(s in self._lora for s in self.tuned)  # a LoRA tune: only its low-rank factors
         for s in self.tuned:
             if lora:
-                tensors.update({f"lora/{s}/{k}": v.contiguous() for k, v in self._lora[s][1].items()})
+                tensors.update({f"lora/{s}/{k}": v.contiguous() for k, v in self._lora[s].factors.items()})
                 continue
             tensors.update({f"{s}/{n}": v.contiguous() for n, v in self._tuned_tensors(s).items()})
         tensors["source"] = torch.from_numpy(np.asarray(self.source).copy())
         meta = {"format": FORMAT + "-tuned", "rare_token": self.rare_token or "", "stages": json.dumps(self.tuned),
                 "source_shape": json.dumps(self.source_shape),
                 "fingerprint": json.dumps({s: self.fingerprint(s) for s in self.tuned}),
-                "lora_ranks": json.dumps({s: self._lora[s][0] for s in self.tuned} if lora else {})}
+                "lora_ranks": json.dumps({s: self._lora[s].rank for s in self.tuned} if lora else {}),
+                "lora_targets": json.dumps({s: self._lora[s].targets for s in self.tuned} if lora else {})}
         path = write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "tuned file")
         return path.stat().st_size
 
@@ -507,10 +531,12 @@ class UniTune:
         path = Path(path)
         meta, tensors, params = self._read_tuned(path)
         self.reset()
+        targets = json.loads(meta.get("lora_targets") or "{}")
         for s, rank in json.loads(meta.get("lora_ranks") or "{}").items():
             prefix = f"lora/{s}/"
             try:
-                self._load_lora(s, rank, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, path)
+                self._load_lora(s, rank, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, path,
+                                targets.get(s))
             except ValueError:
                 self.reset()  # all or nothing
                 raise

@@ -80,6 +80,8 @@ def tune_label(tune: dict | None) -> str:
     method = tune.pop("method", "full") or "full"
     rank = tune.pop("lora_rank", None)
     head = {"full": "", "attention": "attention only", "lora": f"LoRA r{rank or '?'}"}[method]
+    if isinstance(tune.get("targets"), (list, tuple)):
+        tune["targets"] = ",".join(tune["targets"])
     rest = [f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
             for k, v in sorted(tune.items()) if v is not None]
     return ", ".join([head] * bool(head) + rest)
