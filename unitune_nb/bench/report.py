@@ -238,18 +238,24 @@ def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) ->
     return d / "bench_edit.json"
 
 
+def _runs(folders: Sequence[str | Path]):
+    """Each ``bench-edit --out`` folder's run (its records and settings) and the settings that must agree to report
+    runs together."""
+    for f in folders:
+        path = Path(f) / "bench_edit.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
+        run = json.loads(path.read_text())
+        yield f, run, {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads", "tune") if k in run}
+
+
 def combine_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
     """The records of several ``bench-edit --out`` folders run on the *same* cases with different rows (e.g. one
     tuning method each) as one run, for one table and one figure.  Refuses runs on other cases or seeds, and a
     row that two of them both hold."""
     records: list[dict] = []
     meta: dict = {}
-    for f in folders:
-        path = Path(f) / "bench_edit.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
-        run = json.loads(path.read_text())
-        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads") if k in run}
+    for f, run, m in _runs(folders):
         if meta and any(meta.get(k) != m.get(k) for k in ("cases", "seeds", "full")):
             raise ValueError(f"{f} ran other cases or seeds than {folders[0]}; combine runs of the same case list "
                              "(use --merge for parts of one case list)")
@@ -257,7 +263,7 @@ def combine_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
         if twice:
             raise ValueError(f"{f} holds row(s) {sorted(twice)} that an earlier folder holds too")
         records += run["records"]
-        meta = meta or m
+        meta = meta or {k: v for k, v in m.items() if k != "tune"}  # the rows name their tuning
     return records, meta
 
 
@@ -266,14 +272,9 @@ def merge_edit_runs(folders: Sequence[str | Path]) -> tuple[list[dict], dict]:
     machines) as one run: case numbers are offset so they stay distinct; ``cases`` adds up."""
     records: list[dict] = []
     meta: dict = {}
-    for f in folders:
-        path = Path(f) / "bench_edit.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: pass folders written by `unitune-nb bench-edit --out`")
-        run = json.loads(path.read_text())
+    for f, run, m in _runs(folders):
         offset = meta.get("cases", 0)
         records += [dict(r, case=r["case"] + offset) for r in run["records"]]
-        m = {k: run[k] for k in ("cases", "seeds", "iters", "ti_iters", "full", "threads", "tune") if k in run}
         if meta and any(meta.get(k) != m.get(k) for k in ("seeds", "iters", "ti_iters", "full", "tune")):
             raise ValueError(f"{f} was run with other settings than {folders[0]}; only like runs can be merged")
         meta = {**m, "cases": offset + m.get("cases", 0)}
