@@ -471,3 +471,16 @@ def test_tuning_targets_narrow_attention_and_lora_tuning(ut, cascade, source, tm
     with pytest.raises(ValueError, match="targets must be"):
         ut.tune(source, stages=("base",), iters=1, progress=False, method="attention", targets=[""])
     assert _same(pristine, _params(cascade, "base")) and not getattr(cascade.unets["base"], "peft_config", None)
+    ut.tune(source, stages=("base",), iters=1, progress=False, method="lora")  # a refused tune leaves no trace
+    ut.reset()
+
+
+def test_a_lora_tune_is_reproducible(ut, cascade, source):
+    """peft draws LoRA's A at random: the tune's seed fixes it, so the same call gives the same weights."""
+    runs = []
+    for _ in range(2):
+        ut.tune(source, stages=("base",), iters=2, progress=False, method="lora", lora_rank=2)
+        runs.append(_params(cascade, "base"))
+        torch.randn(8)  # whatever else used the global generator in between
+    assert _same(runs[0], runs[1])
+    ut.reset()

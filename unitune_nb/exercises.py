@@ -487,6 +487,7 @@ QUIZ: dict[str, tuple[str, str, str]] = {
     "02.1": ("b", "Choosing a rare token", "a known word already means something; tuning would tie the picture to it"),
     "02.2": ("a", "Iterations and learning rate", "over-tuning stores the source firmly and drowns the edit words"),
     "02.3": ("b", "Does tuning sr1 matter here?", "the pretrained sr1 already infers this world's detail"),
+    "02.4": ("b", "The weight-space knob", "w = w0 + s (w1 - w0): at s = 0 every tuned weight is back at w0"),
     "03.1": ("a", "Prompt guidance against CFG, same seed", "at w = 1 both formulas reduce to the prompt's prediction"),
     "03.2": ("b", "Prompt guidance against CFG, same seed", "tuning moved shared weights: even '' draws the source"),
     "03.3": ("b", "Sweeping the guidance scale", "too much guidance overshoots (a second house) and then breaks down"),

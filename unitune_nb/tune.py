@@ -252,7 +252,7 @@ class UniTune:
         gen = torch.Generator().manual_seed(seed)
         rng = random.Random(seed)
         for stage in stages:
-            yield from self._tune_stage(stage, cfg, text, gen, rng)
+            yield from self._tune_stage(stage, cfg, text, gen, rng, seed)
 
     def _stage_batch(self, stage: str, cfg: TuneSettings) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         """The source at the stage's size (and the stage before's, for an SR stage) as a batch, and the crop."""
@@ -264,11 +264,11 @@ class UniTune:
         return x0, low, crop
 
     def _tune_stage(self, stage: str, cfg: TuneSettings, text, gen: torch.Generator,
-                    rng: random.Random) -> Iterator[TuneStep]:
+                    rng: random.Random, seed: int = 0) -> Iterator[TuneStep]:
         """One stage's tuning loop: ``loss = E||f(x_t, t, rare token) - target||^2``, one optimiser step each."""
         self.cascade.prepare_tuning(stage)
         self._snapshot(stage)
-        params = self._trainable(stage, cfg)
+        params = self._trainable(stage, cfg, seed)
         opt = make_optimizer(cfg.optimizer, params, cfg.lr)
         x0, low, crop = self._stage_batch(stage, cfg)
         for p in params:
@@ -298,12 +298,14 @@ class UniTune:
             self.set_weight_scale(1.0)  # an edit after the last step may have scaled the weights
             self._merge_lora(stage)  # a LoRA delta becomes part of the weights: reset, save and load stay as they are
 
-    def _trainable(self, stage: str, cfg: TuneSettings) -> list[torch.nn.Parameter]:
+    def _trainable(self, stage: str, cfg: TuneSettings, seed: int = 0) -> list[torch.nn.Parameter]:
         """The parameters one tuning method trains: those ``cfg.trainable`` selects ("full"), the attention layers
         ("attention"), or a new rank-``cfg.lora_rank`` LoRA delta on the attention projections ("lora", via peft)."""
         unet = self.cascade.unets[stage]
         if cfg.method == "lora":
-            self._add_lora(stage, cfg.lora_rank, cfg.targets)
+            with torch.random.fork_rng(devices=[]):  # peft draws A at random: the same seed, the same tune
+                torch.manual_seed(seed)
+                self._add_lora(stage, cfg.lora_rank, cfg.targets)
             params = [p for n, p in unet.named_parameters() if "lora_" in n]
         else:
             trainable = "attention" if cfg.method == "attention" else cfg.trainable
@@ -323,7 +325,10 @@ class UniTune:
         try:
             self.cascade.unets[stage].add_adapter(
                 LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), adapter_name=LORA_ADAPTER)
-        except ValueError as e:  # peft: no module matched, or a module it cannot adapt
+        except ValueError as e:  # peft: no module matched, or a module it cannot adapt (nothing was added)
+            unet = self.cascade.unets[stage]
+            if not getattr(unet, "peft_config", None):  # diffusers marked the U-Net as holding adapters: undo it
+                unet._hf_peft_config_loaded = False
             raise ValueError(f"LoRA targets {targets} do not fit stage {stage!r} ({str(e).splitlines()[0][:160]}); "
                              f"name linear layers by the end of their names, e.g. {list(LORA_TARGETS)}") from e
 
