@@ -77,6 +77,15 @@ def test_pareto_figure_draws_rows_at_several_starts_as_one_curve():
     assert [x for x in labels if x.startswith("SDEdit")] == ["SDEdit (t0 0.5-0.9)"]
     curve = next(line for line in ax.get_lines() if line.get_label() == "SDEdit (t0 0.5-0.9)")
     assert list(curve.get_xdata()) == [24.0, 19.0, 15.0]  # ordered by start
+    # weight scales end at their row (scale 1); iteration counts of each tuning setting are one curve too
+    summary["UniTune (scale 0.5)"] = st(0.8, 20.0)
+    iters = [{"iters": k, "tune": "LoRA r16", "success": (s_, 0.0), "psnr": (p_, 0.0)}
+             for k, s_, p_ in ((128, 0.6, 27.0), (32, 0.75, 21.0))]
+    ax = bench.pareto_figure([], summary, iters=iters).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["UniTune (scale 0.5-1)"].get_xdata()) == [20.0, 25.0]
+    assert list(lines["UniTune, LoRA r16 (iterations 32-128)"].get_xdata()) == [21.0, 27.0]
+    assert "UniTune settings (sweep)" not in [t.get_text() for t in ax.get_legend().get_texts()]  # no sweep given
 
 
 def test_sweep_front_and_default():

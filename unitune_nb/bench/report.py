@@ -83,14 +83,26 @@ def choose_default(points: Sequence[dict], min_psnr: float = 25.0) -> dict:
     return max(front, key=lambda p: p["success"] + p["psnr"] / 25.0)
 
 
-def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: dict | None = None):
-    """Success against preservation PSNR: the swept UniTune settings (front joined) and the benchmark rows."""
+def pareto_figure(points: Sequence[dict], summary: dict | None = None, chosen: dict | None = None,
+                  iters: Sequence[dict] | None = None):
+    """Success against preservation PSNR: the swept UniTune settings (front joined), the benchmark rows (rows at
+    several starts or weight scales as curves) and, from ``iters`` (:func:`summarize_iters` rows), one curve per
+    tuning setting through its iteration counts."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
-    ax.scatter([p["psnr"] for p in points], [p["success"] for p in points], s=14, c="0.7", label="UniTune settings (sweep)")
-    front = sorted((p for p in points if p["front"]), key=lambda p: p["psnr"])
-    ax.plot([p["psnr"] for p in front], [p["success"] for p in front], "-", c="0.4", lw=1, label="Pareto front")
+    for label in dict.fromkeys(r.get("tune", "") for r in iters or ()):
+        rs = sorted((r for r in iters if r.get("tune", "") == label), key=lambda r: r["iters"])
+        line, = ax.plot([r["psnr"][0] for r in rs], [r["success"][0] for r in rs], "s-", ms=4, lw=1, alpha=0.7,
+                        label=f"UniTune{', ' + label if label else ''} (iterations {rs[0]['iters']}-{rs[-1]['iters']})")
+        for r in rs:
+            ax.annotate(str(r["iters"]), (r["psnr"][0], r["success"][0]), fontsize=6, color=line.get_color(),
+                        xytext=(3, -8), textcoords="offset points")
+    if points:
+        ax.scatter([p["psnr"] for p in points], [p["success"] for p in points], s=14, c="0.7",
+                   label="UniTune settings (sweep)")
+        front = sorted((p for p in points if p["front"]), key=lambda p: p["psnr"])
+        ax.plot([p["psnr"] for p in front], [p["success"] for p in front], "-", c="0.4", lw=1, label="Pareto front")
     if chosen:
         ax.scatter([chosen["psnr"]], [chosen["success"]], s=120, facecolors="none", edgecolors="k",
                    label=f"default: g={chosen['guidance_scale']:g}, t0={chosen['t0']:g}, interp={chosen['interpolation']:g}")
@@ -224,7 +236,7 @@ def write_edit_report(out: dict, records: Sequence[dict], folder: str | Path) ->
     (d / "bench_edit.json").write_text(json.dumps({**out, "records": list(records)}, indent=1))
     (d / "bench_edit_summary.json").write_text(json.dumps(out, indent=1))
     if out.get("sweep") or out.get("summary"):
-        fig = pareto_figure(out.get("sweep", []), out.get("summary"), out.get("chosen"))
+        fig = pareto_figure(out.get("sweep", []), out.get("summary"), out.get("chosen"), out.get("iters_sweep"))
         fig.savefig(d / "pareto.png", bbox_inches="tight")
         plt.close(fig)
     if scale_curves(out.get("summary") or {}):
