@@ -122,7 +122,7 @@ class UniTune:
         self._pristine: dict[str, dict[str, torch.Tensor]] = {}
         self._trained_sizes: dict[str, int] = {}  # parameters trained per stage in the last tune
         self._lora: dict[str, LoraDelta] = {}  # stage -> its LoRA delta, once folded into the weights
-        self._tuned_copy: dict[str, dict[str, torch.Tensor]] = {}  # stage -> its tuned tensors, while weight_scale < 1
+        self._tuned_copy: dict[str, dict[str, torch.Tensor]] = {}  # stage -> its tuned tensors (for weight scales, saving)
         self.weight_scale = 1.0  # where the tuned stages sit between pristine (0) and tuned (1) weights
         self.source: Image.Image | None = None
         self.source_shape: tuple[int, int] | None = None  # the source's size before squaring (a user mask may have it)
