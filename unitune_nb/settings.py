@@ -123,7 +123,10 @@ class TuneSettings:
     """Rare-token fine-tuning settings (Sec. 3): optimiser steps per stage, batch (the pair duplicated),
     learning rate, optimiser ("adafactor" as the paper, or "adamw"), which weights train ("most": the U-Net
     body; "all"; "attention"; or a function of the parameter name), the SR stages' augmentation levels and
-    whether they tune on random half-size crops as they were trained."""
+    whether they tune on random half-size crops as they were trained.  ``method`` restricts the update (the paper
+    tunes everything): "attention" trains the attention blocks only, "lora" a rank-``lora_rank`` delta
+    ``W0 + B A`` on the attention projections (at ``lora_lr`` unless ``lr`` is given); ``targets`` narrows
+    either.  The same settings apply to every tuned stage."""
 
     iters: int = 128
     batch_size: int = 4
