@@ -151,8 +151,8 @@ class Editor:
         self.interp = W.FloatSlider(value=d["interpolation"], min=0.0, max=1.0, step=0.1,
                                     description="interpolation", continuous_update=False, style=style)
         self.weight_scale = W.FloatSlider(value=d["weight_scale"], min=0.0, max=1.0, step=0.05,
-                                          description="weight scale (0 pristine, 1 tuned)", continuous_update=False,
-                                          style=style)
+                                          description="weight scale (0 = pristine, 1 = tuned)", continuous_update=False,
+                                          style=style, layout=W.Layout(width="440px"))
         self.mask_from = W.Dropdown(options=list(MASK_FROM), value=d["mask_from"], description="mask from",
                                     style=style, layout=W.Layout(width="240px"))
         self.mask_upload = W.FileUpload(accept="image/*", multiple=False, description="Upload mask")
