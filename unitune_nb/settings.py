@@ -137,7 +137,7 @@ class TuneSettings:
     sr_crops: bool = True
     method: str = "full"  # "full" (the weights `trainable` selects), "attention" (attention layers only), "lora"
     lora_rank: int = 16  # the rank of the LoRA delta on the attention projections (method "lora")
-    lora_lr: float = 1e-3  # the learning rate of a LoRA tune when none is given: its factors start at zero
+    lora_lr: float = 1e-3  # the learning rate of a LoRA tune when none is given: B starts at zero and only the small factors train
     #: Module-name endings a LoRA delta adapts (peft's target_modules; None: to_q, to_k, to_v, to_out.0), or the
     #: parts of the attention blocks attention-only tuning trains (e.g. ("attn2",): cross-attention; None: all).
     targets: tuple[str, ...] | None = None
