@@ -273,6 +273,17 @@ def _add_edit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="cascade folder (default: the shipped weights)")
 
 
+def _add_tuning_flags(p: argparse.ArgumentParser, targets: bool = True) -> None:
+    """How UniTune tunes: the method, LoRA's rank and (``targets``) the modules to tune."""
+    p.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
+                   help="full (default), attention (attention layers only) or lora (a low-rank delta, via peft)")
+    p.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
+    if targets:
+        p.add_argument("--tune-targets", default=None, help="comma-separated module names to tune: LoRA's "
+                       "projections (default to_q,to_k,to_v,to_out.0) or the attention parts (e.g. attn2 = "
+                       "cross-attention)")
+
+
 def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="text -> 128 px image through the embedded cascade")
     g.add_argument("prompt")
@@ -340,11 +351,7 @@ def _add_edit_and_demo(sub) -> None:
     ed.add_argument("--rare-token", default=RARE_TOKEN)
     ed.add_argument("--lr", type=float, default=None, help="tuning learning rate (default: the model's)")
     ed.add_argument("--tune-stages", default="base,sr1", help="comma-separated stages to tune")
-    ed.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
-                    help="full (default), attention (attention layers only) or lora (a low-rank delta, via peft)")
-    ed.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
-    ed.add_argument("--tune-targets", default=None, help="comma-separated module names to tune: LoRA's projections "
-                    "(default to_q,to_k,to_v,to_out.0) or the attention parts (e.g. attn2 = cross-attention)")
+    _add_tuning_flags(ed)
     ed.add_argument("--mask", default=None, help="image whose white part may change (confines the edit)")
     ed.add_argument("--save-tuned", default=None, help="also save what tuning changed (safetensors)")
     ed.add_argument("--load-tuned", default=None, help="skip tuning: load a file from --save-tuned")
@@ -363,8 +370,7 @@ def _add_bench(sub) -> None:
     bs = sub.add_parser("bench-speed", help="time tuning, editing, preview and reset; peak memory")
     bs.add_argument("--weights", default=None)
     bs.add_argument("--iters", type=int, default=None, help="tuning iterations per stage (default: the model's)")
-    bs.add_argument("--tune-method", default=None, choices=TUNE_METHODS, help="tuning method (default: the model's)")
-    bs.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
+    _add_tuning_flags(bs, targets=False)
     bs.set_defaults(func=cmd_bench_speed, check=checks.check_bench_speed)
 
     be = sub.add_parser("bench-edit", help="UniTune and the baselines on the fixed edit cases, scored by the world's oracle")
@@ -388,10 +394,7 @@ def _add_bench(sub) -> None:
     be.add_argument("--sdedit-t0", default=None,
                     help="comma-separated starts (e.g. 0.5,0.6,0.7,0.8): one SDEdit row per start instead of one row "
                          "at the engine's t0")
-    be.add_argument("--tune-method", default=None, choices=TUNE_METHODS,
-                    help="UniTune's tuning method for this run (default: the model's, full); rows are named after it")
-    be.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA delta (--tune-method lora)")
-    be.add_argument("--tune-targets", default=None, help="comma-separated module names to tune (see edit --help)")
+    _add_tuning_flags(be)  # UniTune's rows are named after the tuning
     be.add_argument("--tune-lr", type=float, default=None, help="UniTune's tuning learning rate (default: the model's)")
     be.add_argument("--sweep-scale", default=None,
                     help="comma-separated weight scales in [0, 1] (e.g. 0.5,0.75): the tuned-model rows again at each")

@@ -166,7 +166,7 @@ def edit(ut: UniTune, prompt: str, settings: EditSettings, stages: Sequence[str]
     """Edit ``ut``'s source with ``prompt`` (steps 1-5 above)."""
     notes: list[str] = []
     s, stages, user_mask = check_inputs(ut, prompt, settings, stages, notes)     # 1. check inputs
-    ut.set_weight_scale(1.0 if s.weight_scale is None else s.weight_scale)  # w = w_pristine + weight_scale * (w_tuned - w_pristine)
+    ut.set_weight_scale(1.0 if s.weight_scale is None else s.weight_scale)      # w = w0 + weight_scale (w1 - w0)
     text, baseline = encode_prompts(ut, prompt, s)                               # 2. encode prompts
     run, x_init = sample_edit(ut, text, baseline, s, stages, return_intermediates)  # 3. sample
     m, ref = edit_mask(ut, prompt, s, run, stages, baseline, x_init, user_mask)  # 4. estimate the mask
@@ -177,7 +177,8 @@ def edit(ut: UniTune, prompt: str, settings: EditSettings, stages: Sequence[str]
     run.seconds["interpolation"] = time.perf_counter() - t
     used = run.settings
     info = {"prompt": prompt, "guidance_scale": used[stages[0]]["guidance_scale"], "baseline_prompt": s.baseline_prompt,
-            "t0": s.t0, "interpolation": s.interpolation, "weight_scale": s.weight_scale, "user_mask": user_mask is not None, "seed": s.seed,
+            "t0": s.t0, "interpolation": s.interpolation, "weight_scale": s.weight_scale,
+            "user_mask": user_mask is not None, "seed": s.seed,
             "mask_from": "user" if user_mask is not None else s.mask_from,
             "stages": used, "tuned": ut.tuned, "rare_token": ut.rare_token}
     return EditResult(prompt, to_pil(final)[0], {k: to_pil(v)[0] for k, v in run.images.items()}, to_pil(raw)[0],

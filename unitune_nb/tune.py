@@ -434,9 +434,7 @@ class UniTune:
         1 the tuned one.  Weight-space interpolation, a second knob beside the output-space ``interpolation``
         (for a LoRA tune it scales the low-rank delta).  The scale stays until the next edit, tune or reset;
         ``save_tuned`` always saves the tuned weights."""
-        from .settings import _number
-
-        _number("weight_scale", scale, 0, 1, hint=" (0 = the pristine model, 1 = as tuned)")
+        EditSettings(weight_scale=scale).check()  # the edit setting's own range check
         if scale == self.weight_scale:
             return
         for stage in self.tuned:

@@ -438,7 +438,7 @@ class Editor:
         with self._working("full resolution" if full else "preview"):
             res = self.ut.edit(s["prompt"], guidance_scale=s["guidance_scale"], baseline_prompt=s["baseline_prompt"],
                                t0=s["t0"], interpolation=s["interpolation"], mask_from=s["mask_from"], mask=s["mask"],
-                               weight_scale=s.get("weight_scale"),
+                               weight_scale=s["weight_scale"],
                                seed=s["seed"], stages=stages, steps=None if full else self.ut.defaults.preview_steps)
         self.last = res
         self.result.value = png_bytes(res.image)
@@ -471,7 +471,7 @@ class Editor:
         with self._quiet():
             self.prompt.value, self.baseline.value = e["prompt"], e["baseline_prompt"] or ""
             self.guidance.value, self.t0.value, self.interp.value = e["guidance_scale"], e["t0"], e["interpolation"]
-            self.weight_scale.value = e.get("weight_scale", 1.0)
+            self.weight_scale.value = e["weight_scale"]
             self.mask_from.value = e["mask_from"]
             self.seed.value = e["seed"]
             self.user_mask = e["mask"]
