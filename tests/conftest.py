@@ -6,7 +6,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("UNITUNE_TEST_THREADS", min(2, os.cpu_count() or 1))))
+THREADS = int(os.environ.get("UNITUNE_TEST_THREADS", min(2, os.cpu_count() or 1)))
+torch.set_num_threads(THREADS)
+os.environ.setdefault("UNITUNE_NB_THREADS", str(THREADS))  # the CLI and the notebooks' kernels use as many
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 
 from .adapters import ResidualAdapter, StageAdapter
 from .diffusion import Step, diffusion_loss, sample, train_scheduler
+from .files import write_checksums
 from .images import strip, to_pil
 from .text import EMBED_DIM, TextEmbedding, TextEncoder
 
@@ -266,6 +267,7 @@ class Cascade:
             save_file(sd, str(path / s / WEIGHTS_NAME), metadata={"format": "pt"})
         self._scheduler.save_pretrained(path / "scheduler")
         write_meta(path, self.defaults)
+        write_checksums(path)  # `unitune-nb doctor` checks an install's weights against them
 
     # ------------------------------------------------------------------ generation
     def encode(self, prompts: str | Sequence[str]) -> TextEmbedding:

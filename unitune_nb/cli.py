@@ -1,4 +1,4 @@
-"""The ``unitune-nb`` command line: generate, edit, demo, train, eval, bench-speed, bench-edit, export.
+"""The ``unitune-nb`` command line: generate, edit, demo, train, eval, bench-speed, bench-edit, export, doctor.
 
 Each command's arguments and paths are checked before a model is loaded (:mod:`unitune_nb.cli_checks`); an
 error the user can cause ends in one line and exit status 2 (``--debug`` or ``UNITUNE_NB_DEBUG=1`` shows the
@@ -16,10 +16,9 @@ from .settings import MASK_FROM, RARE_TOKEN, SWEEP_GRID, TUNE_METHODS
 
 
 def _threads(n: int | None) -> None:
-    import torch
+    from .machine import use_threads
 
-    if n:
-        torch.set_num_threads(n)
+    use_threads(n)
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
@@ -407,6 +406,23 @@ def _add_bench(sub) -> None:
     be.set_defaults(func=cmd_bench_edit, check=checks.check_bench_edit)
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from .doctor import FAIL, doctor
+
+    checks = doctor(a.dir, speed=not a.no_speed, as_json=a.json)
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def _add_doctor(sub) -> None:
+    d = sub.add_parser("doctor", help="pre-flight check before a workshop: versions, torch build and threads, disk, "
+                       "the shipped weights, a few-second tune + edit projecting each notebook's time, Jupyter front "
+                       "ends and their widget extensions; exit 1 on any FAIL")
+    d.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
+    d.add_argument("--no-speed", action="store_true", help="leave out the few-second tune + edit")
+    d.add_argument("--dir", default=".", help="the working folder to check (default: this one)")
+    d.set_defaults(func=cmd_doctor, check=checks.check_doctor)
+
+
 def _add_export(sub) -> None:
     x = sub.add_parser("export", help="copy a training run into a shippable fp16 cascade folder")
     x.add_argument("run")
@@ -416,10 +432,11 @@ def _add_export(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unitune-nb", description="UniTune teaching toolkit on an embedded mini-Imagen.")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per "
+                   "physical core, or $UNITUNE_NB_THREADS)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_train, _add_eval, _add_edit_and_demo, _add_bench, _add_export):
+    for add in (_add_generate, _add_train, _add_eval, _add_edit_and_demo, _add_bench, _add_export, _add_doctor):
         add(sub)
     return p
 
@@ -433,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         checks.check_common(a)
         a.check(a)  # every argument and path, before a model is loaded
         _threads(a.threads)
-        a.func(a)
+        rc = a.func(a)
     except KeyboardInterrupt:
         print(f"unitune-nb {a.command}: interrupted", file=sys.stderr)
         return 130
@@ -444,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         what = str(err) if known else f"{type(err).__name__}: {err} (rerun with --debug for the traceback)"
         print(f"unitune-nb {a.command}: error: {what}", file=sys.stderr)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

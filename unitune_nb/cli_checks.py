@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from . import files
+from .machine import check_threads, default_threads
 from .settings import EditSettings, check_int
 
 
@@ -59,7 +60,10 @@ def _prompt(p: str) -> None:
 
 
 def check_common(a: argparse.Namespace) -> None:
-    _positive("--threads", a.threads)
+    if a.threads is not None:
+        _positive("--threads", a.threads)
+        check_threads(a.threads, "--threads")
+    default_threads()  # a bad UNITUNE_NB_THREADS is refused here too, before any model loads
     _weights(a)
 
 
@@ -160,3 +164,8 @@ def check_export(a: argparse.Namespace) -> None:
     if not Path(a.run).is_dir():
         raise FileNotFoundError(f"{a.run}: no such run folder; give a folder written by `unitune-nb train --out`")
     files.output_dir(a.out, "--out folder")
+
+
+def check_doctor(a: argparse.Namespace) -> None:
+    if not Path(a.dir).expanduser().is_dir():
+        raise NotADirectoryError(f"--dir {a.dir}: no such folder; give the folder you will run the notebooks in")

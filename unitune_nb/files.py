@@ -75,3 +75,36 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], what: s
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+CHECKSUMS = "checksums.json"  # a cascade folder's SHA-256 of each file, written by Cascade.save_pretrained
+
+
+def sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: str | os.PathLike) -> Path:
+    """Record the SHA-256 of every file in ``folder`` (its subfolders too) in ``folder/checksums.json``."""
+    import json
+
+    root = Path(folder)
+    sums = {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != CHECKSUMS}
+    return write_atomic(root / CHECKSUMS, lambda t: t.write_text(json.dumps(sums, indent=1) + "\n"), "checksums")
+
+
+def check_checksums(folder: str | os.PathLike) -> list[str]:
+    """The files of ``folder`` that are missing or differ from its ``checksums.json`` ([] when all match).
+    Raises FileNotFoundError when the folder has no checksums file."""
+    import json
+
+    root = Path(folder)
+    sums = json.loads((root / CHECKSUMS).read_text())
+    return [name for name, digest in sums.items() if not (root / name).is_file() or sha256(root / name) != digest]
