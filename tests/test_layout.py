@@ -142,11 +142,12 @@ def test_edit_settings_take_the_models_defaults():
         EditSettings(mask=np.full((4, 4), np.nan)).check()
 
 
-def test_notebooks_read_shipped_data_and_pin_one_install():
-    """Colab: what a notebook reads ships inside the package (no ../docs), and every install cell is the same,
-    pinned to this version's tag."""
+def test_notebooks_read_shipped_data_and_open_and_install_one_ref():
+    """Colab: what a notebook reads ships inside the package (no ../docs); its badge opens and its install cell
+    installs the one ref of unitune_nb.colab, for this version (scripts/release.py --sync rewrites them)."""
     import json
 
+    from unitune_nb import colab
     from unitune_nb.bench import SHIPPED_SUMMARY
     from unitune_nb.plots import SHIPPED_TRAINING_CURVE
 
@@ -154,14 +155,15 @@ def test_notebooks_read_shipped_data_and_pin_one_install():
     for shipped in (SHIPPED_SUMMARY, SHIPPED_TRAINING_CURVE):
         assert shipped.read_text() == (root / "docs" / "bench" / shipped.name).read_text(), \
             f"copy docs/bench/{shipped.name} into unitune_nb/data/ after re-running the benchmark"
-    installs = set()
     for nb in sorted((root / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
         assert not any("../docs" in c for c in code), f"{nb.name} reads ../docs, which Colab does not have"
-        installs |= {c for c in code if "pip install" in c}
-    assert len(installs) == 1, "the notebooks' install cells differ"
-    assert f"@v{unitune_nb.__version__}" in installs.pop()
+        assert colab.badge(nb.name) in "".join(cells[0]["source"]), f"{nb.name}: its badge is not at {colab.REF}"
+        installs = [c for c in code if "pip install" in c]
+        assert installs == [colab.install_cell()], f"{nb.name}: run `python scripts/release.py --sync`"
+    assert f'VERSION, loaded = "{unitune_nb.__version__}"' in colab.install_cell()
+    assert f"@{colab.REF}\"" in colab.install_cell()
 
 
 def test_notebooks_stay_small_and_each_figure_is_explained():
