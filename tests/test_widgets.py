@@ -289,3 +289,46 @@ def test_lora_tuning_and_the_weight_scale_slider(ed, tmp_path):
     ed.rare_token.value = "zorbquix"
     ed.tune_button.click()
     assert "lora_rank" in ed.status.value and "#b00020" in ed.status.value
+
+
+def test_tune_in_the_click_handler_reports_progress_there_and_the_stop_button_cancels(ut, tmp_path, monkeypatch):
+    """Colab's path: inside a running event loop, the Tune click still tunes to the end before it returns, the
+    progress bar moving during the click; a KeyboardInterrupt (the notebook's stop button) half-way cancels back
+    to the pristine weights and leaves the panel usable."""
+    import asyncio
+
+    import torch
+
+    import unitune_nb.widgets as widgets
+
+    monkeypatch.setattr(widgets, "on_colab", lambda: True)
+    ed = Editor(ut, save_dir=tmp_path, tune_iters=6)
+    assert ed.tune_in_handler and not Editor(ut, tune_in_handler=False).tune_in_handler
+    seen = []
+    ed.progress.observe(lambda ch: seen.append((ch["new"], ed.busy)), "value")
+    pristine = {n: p.detach().clone() for n, p in ut.cascade.unets["base"].named_parameters()}
+    real, calls = ut.cascade.loss, {"n": 0}
+
+    def stop_at_4(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ut.cascade, "loss", stop_at_4)
+
+    async def click():  # a kernel: an event loop is running, as in Jupyter
+        ed.tune_button.click()
+        return ed.job
+
+    job = asyncio.run(click())
+    assert job.state == "cancelled" and job.count == 3 and [v for v, _ in seen] == [1, 2, 3]
+    assert all(busy == "tuning" for v, busy in seen if v)  # sent while the click was still running
+    assert "cancelled after 3" in ed.status.value and "stop button" not in ed.status.value
+    assert ed.busy is None and not ed.tune_button.disabled and ut.tuned == ()
+    assert all(torch.equal(p, pristine[n]) for n, p in ut.cascade.unets["base"].named_parameters())
+
+    monkeypatch.setattr(ut.cascade, "loss", real)
+    job = asyncio.run(click())
+    assert job.state == "done" and job.count == 12 and ed.progress.value == 12 and not ed.needs_tuning
+    assert ed.last is not None and "tuned in" in ed.status.value

@@ -4,7 +4,8 @@ A :class:`Job` advances an iterator (e.g. :meth:`UniTune.tune_steps`) one item p
 event loop, so the messages that arrive in between (a click on *Cancel*, a slider) are handled while it
 runs, and every widget update happens on the kernel's main thread: Colab's front end is reported to drop
 widget updates made from background threads (googlecolab/colabtools#3373).  Where no event loop is
-running (a script, pytest) :meth:`Job.start` simply runs the job to its end.  A notebook cell that starts
+running (a script, pytest) :meth:`Job.start` simply runs the job to its end; :meth:`Job.run_here` runs it to its
+end inside the caller (a click handler on Colab), with the notebook's stop button as its cancel.  A notebook cell that starts
 a job and needs its result calls :meth:`Job.wait`, which runs the remaining steps there and then.
 
 JupyterLab 4 with ipykernel 7 handles widget messages on a kernel *subshell*, a thread of its own, so a
@@ -84,6 +85,18 @@ class Job:
             self.warnings += [str(w.message) for w in caught if str(w.message) not in self.warnings]
         self.count += 1
         self.on_step(item)
+
+    def run_here(self) -> "Job":
+        """Run every step now, inside this call: for a widget callback whose updates must be sent while it runs
+        (Colab's page is reported to drop the ones sent after it returns).  A ``KeyboardInterrupt`` (the
+        notebook's stop button) cancels the job, as *Cancel* does, instead of propagating."""
+        self.state = RUNNING
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            if self.running:
+                self._stop()
+        return self
 
     def wait(self) -> "Job":
         """Run the remaining steps now (for scripts, tests and notebook cells that need the result)."""

@@ -12,7 +12,9 @@ whose buttons restore its settings.
 
 No threads: previews run in the widget's own callback, and tuning is a :class:`~unitune_nb.jobs.Job` that
 takes one step per turn of the kernel's event loop, so *Cancel* is handled between steps and every widget
-update comes from the kernel's main thread (what Colab's front end needs).  While the editor works, its
+update comes from the kernel's main thread.  On Colab (or with ``tune_in_handler=True``) the job runs inside
+the Tune click instead, since Colab's page is reported to drop widget updates sent after a handler returns
+(googlecolab/colabtools#3373); the notebook's stop button cancels it there.  While the editor works, its
 buttons are disabled and the status line says what it does.
 
 Works with ipywidgets 7.7 (Colab) and 8.x.  Results live in widget values (``result.value`` holds
@@ -24,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from . import world
+from .colab import on_colab
 from .jobs import CANCELLED, DONE, Job
 from .settings import MASK_FROM, RARE_TOKEN, TUNE_METHODS
 from .tune import UniTune
@@ -79,12 +81,17 @@ class Editor:
     """The live UniTune editor.  ``Editor(ut).show()`` (or just ``Editor(ut)`` as a cell's last line).
 
     ``ut`` is a :class:`UniTune` (its tuned model is reused); ``source`` an optional first image; ``save_dir``
-    the folder (on the kernel's machine) that *Save* and *Save tuned model* write to.
+    the folder (on the kernel's machine) that *Save* and *Save tuned model* write to.  ``tune_in_handler``: run
+    *Tune* inside its click handler, progress sent from there and the notebook's stop button as cancel (default:
+    on Colab, whose page is reported to drop updates sent after a handler returns); else a job on the event loop
+    that *Cancel* stops.
     """
 
     def __init__(self, ut: UniTune | None = None, source=None, scene_seed: int = 2,
-                 save_dir: str | Path = "unitune_edits", tune_iters: int | None = None):
+                 save_dir: str | Path = "unitune_edits", tune_iters: int | None = None,
+                 tune_in_handler: bool | None = None):
         self.ut = ut or UniTune()
+        self.tune_in_handler = on_colab() if tune_in_handler is None else bool(tune_in_handler)
         self.save_dir = Path(save_dir)
         self.history: list[dict] = []  # the settings of the last HISTORY edits, oldest first
         self._edits = 0  # edits made since the source was set (numbers the history buttons)
@@ -368,11 +375,12 @@ class Editor:
         self.progress.max, self.progress.value = iters * len(stages), 0
         self._tuned_key = None
         with self._working("tuning"):
+            stop = ("the notebook's stop button (Interrupt) stops it" if self.tune_in_handler else "Cancel stops it")
             self.message(f"tuning {'+'.join(stages)} ({self.tune_method.value}) on the source with {token!r} "
-                         "(Cancel stops it)...")
+                         f"({stop})...")
             started = time.perf_counter()
             self.job = Job(steps, self._tune_step, lambda job: self._guard(lambda: self._tuned(job, started)))
-            self.job.start()
+            self.job.run_here() if self.tune_in_handler else self.job.start()
         return self.job
 
     def _tune_step(self, step) -> None:
@@ -529,7 +537,7 @@ class Editor:
                                    f"download {_escape(path.name)}</a>")
         else:
             self.download.value = f"on the kernel's machine: <code>{_escape(str(path.resolve()))}</code>"
-        if "google.colab" in sys.modules:
+        if on_colab():
             with contextlib.suppress(Exception):  # outside a browser session Colab's download cannot run
                 from google.colab import files  # type: ignore[import-not-found]
 
