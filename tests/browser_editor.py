@@ -1,8 +1,10 @@
 """Drive the live editor in JupyterLab with Debian Chromium (Playwright); print the checks as JSON.
 
 Run by tests/test_browser.py in its own process (Playwright's event loop stalled inside pytest's).
-Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook|classic]]
-(``notebook`` is Notebook 7; ``classic`` the classic Notebook front end, served by nbclassic.)
+Usage: python tests/browser_editor.py SCREENSHOT.png [CHROMIUM [lab|notebook|classic|notebook6 [loop|handler]]]
+(``notebook`` is Notebook 7; ``classic`` the classic Notebook front end, served by nbclassic; ``notebook6`` the
+classic Notebook 6 server, Colab's.  ``handler``: the editor tunes inside the Tune click, as on Colab, and the
+kernel interrupt cancels it.)
 """
 import json
 import os
@@ -20,7 +22,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync"]
 CELLS = [
     "import torch\ntorch.set_num_threads(1)\nfrom unitune_nb import UniTune\nfrom unitune_nb.widgets import Editor",
-    "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=500)\ned",
+    "ed = Editor(UniTune(), scene_seed=31000000, tune_iters=500, tune_in_handler={handler})\ned",
 ]
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
@@ -32,19 +34,27 @@ LAB = {
     "idle": "window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
     # do not await the command's promise: it can wait on a dialog forever
     "run_all": "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }",
+    "interrupt": "() => { window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt(); return true; }",
     "output": ".jp-OutputArea-output",
 }
 CLASSIC = {  # the classic Notebook front end (nbclassic: Notebook 6's jQuery UI)
     "ready": "!!(window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel)",
     "idle": "!!document.querySelector('#kernel_indicator_icon.kernel_idle_icon')",
     "run_all": "() => { Jupyter.notebook.execute_all_cells(); return true; }",
+    "interrupt": "() => { Jupyter.notebook.kernel.interrupt(); return true; }",
     "output": ".output_subarea",
 }
+SERVER = ["--IdentityProvider.token={token}", "--ServerApp.root_dir={root}"]  # jupyter_server's options
 APPS = {  # how to start each front end, where it opens a notebook, how to drive it
-    "lab": (["jupyterlab", "--LabApp.expose_app_in_browser=True"], "/lab/tree/editor.ipynb", LAB),
-    "notebook": (["notebook", "--JupyterNotebookApp.expose_app_in_browser=True"], "/notebooks/editor.ipynb", LAB),
-    "classic": (["nbclassic"], "/nbclassic/notebooks/editor.ipynb", CLASSIC),
+    "lab": (["jupyterlab", "--LabApp.expose_app_in_browser=True", *SERVER], "/lab/tree/editor.ipynb", LAB),
+    "notebook": (["notebook", "--JupyterNotebookApp.expose_app_in_browser=True", *SERVER], "/notebooks/editor.ipynb",
+                 LAB),
+    "classic": (["nbclassic", *SERVER], "/nbclassic/notebooks/editor.ipynb", CLASSIC),
+    # Notebook 6 (Colab's notebook package): its own server and options; the same classic page
+    "notebook6": (["notebook", "--NotebookApp.token={token}", "--NotebookApp.notebook_dir={root}"],
+                  "/notebooks/editor.ipynb", CLASSIC),
 }
+PROGRESS = "document.querySelector('.progress-bar')?.style.width || ''"  # ipywidgets 7 and 8 draw it so
 DIALOG_ACCEPT = ".jp-Dialog .jp-mod-accept, .modal-dialog .btn-primary"
 SRC = "document.querySelectorAll('.widget-image')[1].getAttribute('src')"
 
@@ -107,12 +117,29 @@ def tune_then_cancel(page) -> dict:
     return out
 
 
-def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
+def tune_then_interrupt(page, js: dict) -> dict:
+    """Tune inside the click handler (Colab's path): the progress bar moves while the click runs; the notebook's
+    interrupt (its stop button) cancels."""
+    button(page, "Tune").click()
+    wait_js(page, "document.body.innerText.includes('stop button (Interrupt) stops it')", 60)
+    out = {"busy_buttons_disabled": wait_js(page, BUSY, 30)}
+    out["progress_during_click"] = wait_js(page, f"parseFloat({PROGRESS}) > 0 && {PROGRESS}", 60)
+    t = time.monotonic()
+    page.evaluate(js["interrupt"])
+    wait_js(page, "document.body.innerText.includes('tuning cancelled after')", 60)
+    out["cancel_seconds"] = round(time.monotonic() - t, 2)
+    out["cancel_status"] = page.evaluate("[...document.querySelectorAll('.widget-html')].map(e => e.innerText)"
+                                         ".find(t => t.includes('cancelled'))")
+    out["idle_after_cancel"] = page.evaluate(BUSY) == 0
+    return out
+
+
+def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab", mode: str = "loop") -> dict:
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp())
     nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
-                    for c in CELLS],
+                    for c in (CELLS[0], CELLS[1].format(handler=mode == "handler"))],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (tmp / "editor.ipynb").write_text(json.dumps(nb))
@@ -129,8 +156,8 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
         port = s.getsockname()[1]
     token = "unitune-test"
     (module, *options), path, js = APPS[app]
-    lab = subprocess.Popen([sys.executable, "-m", module, "--no-browser", f"--port={port}", "--allow-root",
-                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}", *options],
+    options = [o.format(token=token, root=tmp) for o in options]
+    lab = subprocess.Popen([sys.executable, "-m", module, "--no-browser", f"--port={port}", "--allow-root", *options],
                            stdout=open(tmp / "lab.log", "w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     res = {}
@@ -149,7 +176,7 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
             wait_js(page, js["idle"], 120)
             run_all(page, shot, js)
             before = page.evaluate(SRC)
-            res.update(tune_then_cancel(page))
+            res.update(tune_then_interrupt(page, js) if mode == "handler" else tune_then_cancel(page))
             iters = page.locator(".widget-inline-hbox:has-text('iterations') input").first
             iters.fill("4")
             iters.press("Enter")
@@ -189,4 +216,4 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab") -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), *sys.argv[2:4])))
+    print(json.dumps(main(Path(sys.argv[1]), *sys.argv[2:5])))
