@@ -101,31 +101,20 @@ BUSY = ("[...document.querySelectorAll('button')].filter(b => ['Full resolution'
         ".includes(b.innerText.trim()) && b.disabled).length")
 
 
-def tune_then_cancel(page) -> dict:
-    """Click Tune (500 iterations: minutes), see the panel busy and the progress move, click Cancel."""
+def tune_then_stop(page, js: dict, mode: str) -> dict:
+    """Click Tune (500 iterations: minutes) and see the panel busy, then stop it.  ``loop``: the steps run on the
+    event loop and a click on Cancel stops them.  ``handler`` (Colab's path): they run inside the click, the progress
+    bar moves meanwhile, and the kernel interrupt (the notebook's stop button) cancels."""
     button(page, "Tune").click()
-    wait_js(page, "document.body.innerText.includes('Cancel stops it')", 60)
+    said = "stop button (Interrupt) stops it" if mode == "handler" else "Cancel stops it"
+    wait_js(page, f"document.body.innerText.includes('{said}')", 60)
     out = {"busy_buttons_disabled": wait_js(page, BUSY, 30)}
-    time.sleep(2.0)  # a few steps run, while the page stays responsive
+    if mode == "handler":
+        out["progress_during_click"] = wait_js(page, f"parseFloat({PROGRESS}) > 0 && {PROGRESS}", 60)
+    else:
+        time.sleep(2.0)  # a few steps run, while the page stays responsive
     t = time.monotonic()
-    button(page, "Cancel").click()
-    wait_js(page, "document.body.innerText.includes('tuning cancelled after')", 60)
-    out["cancel_seconds"] = round(time.monotonic() - t, 2)
-    out["cancel_status"] = page.evaluate("[...document.querySelectorAll('.widget-html')].map(e => e.innerText)"
-                                         ".find(t => t.includes('cancelled'))")
-    out["idle_after_cancel"] = page.evaluate(BUSY) == 0
-    return out
-
-
-def tune_then_interrupt(page, js: dict) -> dict:
-    """Tune inside the click handler (Colab's path): the progress bar moves while the click runs; the notebook's
-    interrupt (its stop button) cancels."""
-    button(page, "Tune").click()
-    wait_js(page, "document.body.innerText.includes('stop button (Interrupt) stops it')", 60)
-    out = {"busy_buttons_disabled": wait_js(page, BUSY, 30)}
-    out["progress_during_click"] = wait_js(page, f"parseFloat({PROGRESS}) > 0 && {PROGRESS}", 60)
-    t = time.monotonic()
-    page.evaluate(js["interrupt"])
+    page.evaluate(js["interrupt"]) if mode == "handler" else button(page, "Cancel").click()
     wait_js(page, "document.body.innerText.includes('tuning cancelled after')", 60)
     out["cancel_seconds"] = round(time.monotonic() - t, 2)
     out["cancel_status"] = page.evaluate("[...document.querySelectorAll('.widget-html')].map(e => e.innerText)"
@@ -176,7 +165,7 @@ def main(shot: Path, chromium: str = CHROMIUM, app: str = "lab", mode: str = "lo
             wait_js(page, js["idle"], 120)
             run_all(page, shot, js)
             before = page.evaluate(SRC)
-            res.update(tune_then_interrupt(page, js) if mode == "handler" else tune_then_cancel(page))
+            res.update(tune_then_stop(page, js, mode))
             iters = page.locator(".widget-inline-hbox:has-text('iterations') input").first
             iters.fill("4")
             iters.press("Enter")
